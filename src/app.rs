@@ -1,0 +1,223 @@
+//! Wires the stages: journal, MLLP listener, HTTP listener, outbox; owns
+//! graceful shutdown (stop accepting, finish answering what was read, flush
+//! the journal).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::journal::{Journal, SqliteStorage, Storage, StorageError};
+use crate::listener::ack::AckIds;
+use crate::listener::connection::Shared;
+use crate::listener::tls::TlsError;
+use crate::listener::{app_ack, http, server, tls};
+use crate::telemetry::Metrics;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The journal could not be opened.
+    #[error("journal: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    mllp_addr: SocketAddr,
+    http_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Gateway {
+    /// Starts on the configured SQLite journal and the system clock.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let storage = SqliteStorage::open(&config.journal_path())?;
+        Gateway::start_with(config, Box::new(storage), Clock::system()).await
+    }
+
+    /// Starts on the given storage and clock (tests inject faults and time).
+    pub async fn start_with(
+        config: Config,
+        storage: Box<dyn Storage>,
+        clock: Clock,
+    ) -> Result<Gateway, StartError> {
+        let acceptor = match &config.mllp.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(t)?)),
+            None => None,
+        };
+        let mllp = TcpListener::bind(config.mllp.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.mllp.listen,
+                source,
+            })?;
+        let http_listener =
+            TcpListener::bind(config.http.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.http.listen,
+                    source,
+                })?;
+        let mllp_addr = mllp.local_addr().map_err(|source| StartError::Bind {
+            addr: config.mllp.listen,
+            source,
+        })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.http.listen,
+                source,
+            })?;
+        let journal = Journal::start(storage, &config.storage);
+        let shared = Arc::new(Shared {
+            ids: AckIds::new(clock.now_utc()),
+            config: Arc::new(config),
+            journal,
+            clock,
+            metrics: Arc::new(Metrics::default()),
+            outbox_wake: Arc::new(Notify::new()),
+        });
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(server::run(
+            mllp,
+            shared.clone(),
+            acceptor,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        let router = http::router(shared.clone());
+        let http_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(http_listener, router)
+                .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP listener stopped");
+            }
+        });
+        tasks.spawn(app_ack::run(
+            shared.clone(),
+            shared.outbox_wake.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(recover_journal(shared.clone(), shutdown.clone()));
+        Ok(Gateway {
+            mllp_addr,
+            http_addr,
+            shared,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The bound MLLP address.
+    pub fn mllp_addr(&self) -> SocketAddr {
+        self.mllp_addr
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.shared.journal
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Stops accepting, lets open connections write the answers they owe,
+    /// and waits for every task.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// While the journal is unhealthy, probe it every second so readiness and
+/// answers recover without waiting for traffic.
+async fn recover_journal(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if !shared.journal.health().is_healthy() && shared.journal.probe().await {
+            tracing::warn!("journal recovered; accepting messages again");
+        }
+    }
+}
+
+/// Runs the gateway until SIGINT/SIGTERM.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let demo = config.demo;
+    let source = config.source.clone();
+    let journal_path = config.journal_path();
+    let gateway = Gateway::start(config).await?;
+    if demo {
+        tracing::warn!(
+            "DEMO configuration ({}): loopback only, example senders, rosters and mappings — not for patient care",
+            source.display()
+        );
+        eprintln!(
+            "switchboard: DEMO mode ({}): loopback only, example rosters; never use it for patient care",
+            source.display()
+        );
+    }
+    tracing::info!(
+        mllp = %gateway.mllp_addr(),
+        http = %gateway.http_addr(),
+        journal = %journal_path.display(),
+        "switchboard listening"
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing open answers");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,263 @@
+//! The command line: `serve`, `check`, `messages`. Exit codes: 0 success,
+//! 64 bad configuration or usage (before any port is bound), 1 runtime
+//! failure.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::journal::{Fate, MessageQuery, SqliteStorage, Storage};
+
+/// Exit code for a configuration or usage error (sysexits EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Switchboard: HL7 v2 / FHIR clinical alert-routing gateway.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file (default: ./switchboard.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Overrides `[storage] data_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Overrides `[mllp] listen`.
+        #[arg(long, value_name = "ADDR")]
+        mllp: Option<SocketAddr>,
+        /// Overrides `[http] listen`.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
+    },
+    /// Validate the configuration and exit (64 when invalid).
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List journaled messages (no PHI unless --show-content).
+    Messages {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only this fate: accepted, filtered, rejected.
+        #[arg(long)]
+        fate: Option<String>,
+        /// Only this configured sender.
+        #[arg(long)]
+        sender: Option<String>,
+        /// Only this MSH-10.
+        #[arg(long)]
+        control_id: Option<String>,
+        /// Only this type: ORU or ORU^R01.
+        #[arg(long = "type")]
+        message_type: Option<String>,
+        /// At most this many (newest first).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Include the raw message (PHI).
+        #[arg(long)]
+        show_content: bool,
+    },
+}
+
+/// Parses arguments and runs.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init_tracing();
+    match cli.command {
+        Command::Serve { config, mllp, http } => {
+            let mut cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Some(a) = mllp {
+                cfg.mllp.listen = a;
+            }
+            if let Some(a) = http {
+                cfg.http.listen = a;
+            }
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("switchboard: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(crate::app::serve(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchboard: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { config } => match load(&config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} sender{}{})",
+                    cfg.source.display(),
+                    cfg.senders.len(),
+                    if cfg.senders.len() == 1 { "" } else { "s" },
+                    if cfg.demo { ", DEMO" } else { "" }
+                );
+                for s in &cfg.senders {
+                    if s.return_destination.is_none() {
+                        println!(
+                            "note: sender `{}` has no return_address: application acknowledgements it asks for (MSH-16) cannot be delivered",
+                            s.name
+                        );
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Messages {
+            config,
+            json,
+            fate,
+            sender,
+            control_id,
+            message_type,
+            limit,
+            show_content,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let fate = match fate.as_deref().map(|f| (f, Fate::parse(f))) {
+                None => None,
+                Some((_, Some(f))) => Some(f),
+                Some((f, None)) => {
+                    eprintln!("switchboard: unknown fate `{f}` (accepted, filtered, rejected)");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let query = MessageQuery {
+                fate,
+                sender,
+                control_id,
+                message_type,
+                since: None,
+                limit,
+                include_raw: show_content,
+            };
+            list_messages(&cfg.journal_path(), &query, json)
+        }
+    }
+}
+
+fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
+    let path = arg
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_FILE));
+    if !path.is_file() {
+        eprintln!(
+            "switchboard: no configuration file at {} — pass --config FILE (the repository's switchboard.toml is a loopback-only demo)",
+            path.display()
+        );
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    match config::load(&path) {
+        Ok(mut c) => {
+            if let Some(d) = &arg.data_dir {
+                c.storage.data_dir = d.clone();
+            }
+            Ok(c)
+        }
+        Err(ConfigErrors(errors)) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "switchboard: {} problem{} in the configuration",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn list_messages(path: &Path, query: &MessageQuery, json: bool) -> ExitCode {
+    let mut storage = match SqliteStorage::open_read_only(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rows = match storage.messages(query) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&rows) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("switchboard: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:>8}  {:<24}  {:<12}  {:<9}  {:<20}  {:<9}  {:<4}  detail",
+        "id", "received (UTC)", "sender", "type", "control id", "fate", "ack"
+    );
+    for r in &rows {
+        let detail = match (&r.error_code, &r.error_location, &r.reason) {
+            (Some(c), Some(l), Some(why)) => format!("{c} at {l}: {why}"),
+            (Some(c), None, Some(why)) => format!("{c}: {why}"),
+            (_, _, Some(why)) => why.clone(),
+            _ => format!("{} event(s)", r.events),
+        };
+        let extra = if r.resends > 0 {
+            format!(" (resent {}x)", r.resends)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:>8}  {:<24}  {:<12}  {:<9}  {:<20}  {:<9}  {:<4}  {detail}{extra}",
+            r.id,
+            r.received_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+            r.sender.as_deref().unwrap_or("-"),
+            r.message_type,
+            r.control_id,
+            r.fate.as_str(),
+            r.ack_code.as_deref().unwrap_or("-"),
+        );
+        if let Some(raw) = &r.raw {
+            for line in raw.lines() {
+                println!("          {line}");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

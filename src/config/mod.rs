@@ -1,0 +1,660 @@
+//! Configuration: `switchboard.toml` -> validated [`Config`].
+//!
+//! Raw serde structs ([`raw`]) reject unknown fields; [`validate`] turns them
+//! into `Config`, collecting every problem with file, line, column and field
+//! (ripgrep's LowArgs -> HiArgs). A `Config` therefore only exists when it is
+//! valid: the rest of the gateway never re-checks it. Relative paths are
+//! resolved against the folder of the configuration file.
+
+mod error;
+mod locate;
+#[allow(missing_docs)]
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use ipnet::IpNet;
+
+pub use error::{ConfigError, ConfigErrors};
+use locate::{FieldPath, Locator};
+use raw::RawConfig;
+
+use crate::event::Processing;
+
+/// Name of the configuration file looked up in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "switchboard.toml";
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this came from.
+    pub source: PathBuf,
+    /// True for the bundled example configuration.
+    pub demo: bool,
+    /// Journal settings.
+    pub storage: StorageConfig,
+    /// MLLP listener settings.
+    pub mllp: MllpConfig,
+    /// HTTP listener settings.
+    pub http: HttpConfig,
+    /// Application acknowledgement delivery.
+    pub outbox: OutboxConfig,
+    /// Sender table, in file order (first match wins).
+    pub senders: Vec<SenderConfig>,
+    /// Roster folder.
+    pub rosters_dir: PathBuf,
+    /// Mapping folder.
+    pub mappings_dir: PathBuf,
+}
+
+/// `[storage]`: the journal.
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// Folder holding `journal.sqlite3` (created when missing).
+    pub data_dir: PathBuf,
+    /// How long an accepted message's (MSH-3, MSH-4, MSH-10) counts as a duplicate key.
+    pub dedup_window: Duration,
+    /// Largest number of messages committed in one transaction.
+    pub commit_batch_max: usize,
+    /// Messages waiting for the committer before senders are slowed down.
+    pub commit_queue: usize,
+}
+
+/// `[mllp]`: the MLLP listener.
+#[derive(Clone, Debug)]
+pub struct MllpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest frame accepted; a larger one is answered AE 104 and the connection closed.
+    pub max_frame_bytes: usize,
+    /// Concurrent connections; a permit is taken before `accept`.
+    pub max_connections: usize,
+    /// A connection with no frame in progress is closed after this long without bytes.
+    pub idle_timeout: Duration,
+    /// A frame must complete within this long from its start block (slowloris).
+    pub frame_timeout: Duration,
+    /// TCP keepalive idle time.
+    pub keepalive: Duration,
+    /// Frames read ahead of their acknowledgement on one connection (pipelining).
+    pub max_in_flight: usize,
+    /// When true, a frame whose end block is not followed by CR closes the connection.
+    pub strict_framing: bool,
+    /// TLS, when configured.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[mllp.tls]`
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// When set, clients must present a certificate issued by these CAs (PEM bundle).
+    pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) checked for client certificates.
+    pub crls: Vec<PathBuf>,
+    /// A TLS handshake must finish within this long.
+    pub handshake_timeout: Duration,
+}
+
+/// `[http]`
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+}
+
+/// `[outbox]`: delivery of application acknowledgements.
+#[derive(Clone, Debug)]
+pub struct OutboxConfig {
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Retry delay cap (exponential backoff in between).
+    pub retry_max: Duration,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// How long to wait for the receiver's answer to an application acknowledgement.
+    pub answer_timeout: Duration,
+}
+
+/// Matches MSH-3.1 or MSH-4.1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdMatcher {
+    /// `*`: anything.
+    Any,
+    /// One of these values exactly.
+    OneOf(Vec<String>),
+}
+
+impl IdMatcher {
+    /// True when `value` is allowed.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            IdMatcher::Any => true,
+            IdMatcher::OneOf(v) => v.iter().any(|x| x == value),
+        }
+    }
+}
+
+/// Where a sender's application acknowledgements go.
+#[derive(Clone, Debug)]
+pub struct ReturnDestination {
+    /// `host:port` of the sender's MLLP listener.
+    pub address: String,
+    /// Connect with TLS.
+    pub tls: bool,
+    /// TLS server name (defaults to the host of `address`).
+    pub server_name: Option<String>,
+    /// CA bundle to verify the receiver (PEM); required with `tls`.
+    pub ca: Option<PathBuf>,
+    /// Wait for the receiver's own acknowledgement before marking delivered.
+    pub await_answer: bool,
+}
+
+/// `[[senders]]`: a configured feed.
+#[derive(Clone, Debug)]
+pub struct SenderConfig {
+    /// Name used in the journal, logs and metrics.
+    pub name: String,
+    /// Allowed MSH-3.1 (sending application).
+    pub msh3: IdMatcher,
+    /// Allowed MSH-4.1 (sending facility).
+    pub msh4: IdMatcher,
+    /// Source networks the feed must arrive from (empty: not checked).
+    pub networks: Vec<IpNet>,
+    /// Client certificate identities (subject CN or DNS SAN) the feed must present (empty: not checked).
+    pub certificates: Vec<String>,
+    /// Zone of timestamps that carry no offset.
+    pub timezone: Tz,
+    /// MSH-11 processing ids accepted from this sender.
+    pub processing_ids: Vec<Processing>,
+    /// Charset assumed when MSH-18 is empty.
+    pub default_charset: String,
+    /// Answer AR 200/201 to message types Switchboard does not route (instead of AA + filtered).
+    pub reject_unknown_types: bool,
+    /// Where application acknowledgements go (enhanced mode, MSH-16).
+    pub return_destination: Option<ReturnDestination>,
+}
+
+impl SenderConfig {
+    /// True when this sender claims MSH-3.1 / MSH-4.1.
+    pub fn claims(&self, msh3: &str, msh4: &str) -> bool {
+        self.msh3.matches(msh3) && self.msh4.matches(msh4)
+    }
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            field: String::new(),
+            problem: format!("cannot read the configuration file: {e}"),
+        }])
+    })?;
+    parse(path, &text)
+}
+
+/// Validates configuration text that was read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let locator = Locator::new(text);
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let (line, column) = match e.span() {
+            Some(span) => {
+                let (l, c) = locator.line_col(span.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        let field = e
+            .span()
+            .and_then(|s| text.get(s))
+            .filter(|s| s.len() < 64 && !s.contains('\n'))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            field,
+            problem: e.message().trim().to_string(),
+        }])
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut v = Validator {
+        file: path.to_path_buf(),
+        locator: &locator,
+        errors: Vec::new(),
+        base,
+    };
+    let config = v.config(raw);
+    if v.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+struct Validator<'a> {
+    file: PathBuf,
+    locator: &'a Locator,
+    errors: Vec<ConfigError>,
+    base: PathBuf,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: &FieldPath, problem: impl Into<String>) {
+        let pos = self.locator.position(path);
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+            field: path.to_string(),
+            problem: problem.into(),
+        });
+    }
+
+    fn path(&self, value: &str) -> PathBuf {
+        let p = PathBuf::from(value);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn addr(&mut self, path: &FieldPath, value: Option<&str>, default: &str) -> SocketAddr {
+        let value = value.unwrap_or(default);
+        match value.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.error(path, "expected an IP address and port such as 127.0.0.1:2575");
+                default.parse().expect("default address is valid")
+            }
+        }
+    }
+
+    fn positive(&mut self, path: &FieldPath, value: Option<u64>, default: u64) -> u64 {
+        match value {
+            Some(0) => {
+                self.error(path, "must be greater than zero");
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    }
+
+    fn positive_usize(&mut self, path: &FieldPath, value: Option<usize>, default: usize) -> usize {
+        self.positive(path, value.map(|v| v as u64), default as u64) as usize
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let root = FieldPath::root();
+        let st = root.key("storage");
+        let storage = StorageConfig {
+            data_dir: self.path(raw.storage.data_dir.as_deref().unwrap_or("data")),
+            dedup_window: Duration::from_secs(
+                3600 * self.positive(
+                    &st.key("dedup_window_hours"),
+                    raw.storage.dedup_window_hours,
+                    72,
+                ),
+            ),
+            commit_batch_max: self.positive_usize(
+                &st.key("commit_batch_max"),
+                raw.storage.commit_batch_max,
+                512,
+            ),
+            commit_queue: self.positive_usize(
+                &st.key("commit_queue"),
+                raw.storage.commit_queue,
+                4096,
+            ),
+        };
+
+        let m = root.key("mllp");
+        let rm = &raw.mllp;
+        let tls = rm.tls.as_ref().map(|t| self.tls(&m.key("tls"), t));
+        let mllp = MllpConfig {
+            listen: self.addr(&m.key("listen"), rm.listen.as_deref(), "127.0.0.1:2575"),
+            max_frame_bytes: self.positive_usize(
+                &m.key("max_frame_bytes"),
+                rm.max_frame_bytes,
+                4 * 1024 * 1024,
+            ),
+            max_connections: self.positive_usize(
+                &m.key("max_connections"),
+                rm.max_connections,
+                256,
+            ),
+            idle_timeout: Duration::from_secs(self.positive(
+                &m.key("idle_timeout_secs"),
+                rm.idle_timeout_secs,
+                600,
+            )),
+            frame_timeout: Duration::from_secs(self.positive(
+                &m.key("frame_timeout_secs"),
+                rm.frame_timeout_secs,
+                30,
+            )),
+            keepalive: Duration::from_secs(self.positive(
+                &m.key("keepalive_secs"),
+                rm.keepalive_secs,
+                60,
+            )),
+            max_in_flight: self.positive_usize(&m.key("max_in_flight"), rm.max_in_flight, 64),
+            strict_framing: rm.strict_framing.unwrap_or(false),
+            tls,
+        };
+        if mllp.max_frame_bytes < 1024 {
+            self.error(&m.key("max_frame_bytes"), "must be at least 1024");
+        }
+
+        let http = HttpConfig {
+            listen: self.addr(
+                &root.key("http").key("listen"),
+                raw.http.listen.as_deref(),
+                "127.0.0.1:8080",
+            ),
+        };
+
+        let o = root.key("outbox");
+        let outbox = OutboxConfig {
+            retry_initial: Duration::from_secs(self.positive(
+                &o.key("retry_initial_secs"),
+                raw.outbox.retry_initial_secs,
+                1,
+            )),
+            retry_max: Duration::from_secs(self.positive(
+                &o.key("retry_max_secs"),
+                raw.outbox.retry_max_secs,
+                60,
+            )),
+            connect_timeout: Duration::from_secs(self.positive(
+                &o.key("connect_timeout_secs"),
+                raw.outbox.connect_timeout_secs,
+                5,
+            )),
+            answer_timeout: Duration::from_secs(self.positive(
+                &o.key("answer_timeout_secs"),
+                raw.outbox.answer_timeout_secs,
+                10,
+            )),
+        };
+
+        let mut senders: Vec<SenderConfig> = Vec::new();
+        for (i, s) in raw.senders.iter().enumerate() {
+            let p = root.key("senders").index(i);
+            let sender = self.sender(&p, s);
+            if senders.iter().any(|o| o.name == sender.name) {
+                self.error(&p.key("name"), "another sender already has this name");
+            }
+            senders.push(sender);
+        }
+        if raw.demo {
+            self.demo_rules(&mllp, &http, &senders);
+        }
+
+        Config {
+            source: self.file.clone(),
+            demo: raw.demo,
+            storage,
+            mllp,
+            http,
+            outbox,
+            senders,
+            rosters_dir: self.path(raw.rosters_dir.as_deref().unwrap_or("rosters")),
+            mappings_dir: self.path(raw.mappings_dir.as_deref().unwrap_or("mappings")),
+        }
+    }
+
+    /// The demo configuration must stay on loopback.
+    fn demo_rules(&mut self, mllp: &MllpConfig, http: &HttpConfig, senders: &[SenderConfig]) {
+        let root = FieldPath::root();
+        if !mllp.listen.ip().is_loopback() {
+            self.error(
+                &root.key("mllp").key("listen"),
+                "a demo configuration may only listen on loopback",
+            );
+        }
+        if !http.listen.ip().is_loopback() {
+            self.error(
+                &root.key("http").key("listen"),
+                "a demo configuration may only listen on loopback",
+            );
+        }
+        for (i, s) in senders.iter().enumerate() {
+            if let Some(r) = &s.return_destination {
+                let host = r.address.rsplit_once(':').map(|x| x.0).unwrap_or("");
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let local = host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .map(|ip| ip.is_loopback())
+                        .unwrap_or(false);
+                if !local {
+                    self.error(
+                        &root.key("senders").index(i).key("return_address"),
+                        "a demo configuration may only send to loopback",
+                    );
+                }
+            }
+        }
+    }
+
+    fn tls(&mut self, p: &FieldPath, t: &raw::RawTls) -> TlsConfig {
+        let cert = match &t.cert {
+            Some(c) => self.path(c),
+            None => {
+                self.error(&p.key("cert"), "required: PEM file with the server certificate chain");
+                PathBuf::new()
+            }
+        };
+        let key = match &t.key {
+            Some(k) => self.path(k),
+            None => {
+                self.error(&p.key("key"), "required: PEM file with the server private key");
+                PathBuf::new()
+            }
+        };
+        for (field, file) in [("cert", &cert), ("key", &key)] {
+            if !file.as_os_str().is_empty() && !file.is_file() {
+                self.error(&p.key(field), format!("no such file: {}", file.display()));
+            }
+        }
+        let client_ca = t.client_ca.as_deref().map(|c| self.path(c));
+        if let Some(ca) = &client_ca
+            && !ca.is_file()
+        {
+            self.error(&p.key("client_ca"), format!("no such file: {}", ca.display()));
+        }
+        let crls: Vec<PathBuf> = t.crls.iter().map(|c| self.path(c)).collect();
+        for (i, c) in crls.iter().enumerate() {
+            if !c.is_file() {
+                self.error(&p.key("crls").index(i), format!("no such file: {}", c.display()));
+            }
+        }
+        if !crls.is_empty() && client_ca.is_none() {
+            self.error(&p.key("crls"), "revocation lists need `client_ca` (mutual TLS)");
+        }
+        TlsConfig {
+            cert,
+            key,
+            client_ca,
+            crls,
+            handshake_timeout: Duration::from_secs(self.positive(
+                &p.key("handshake_timeout_secs"),
+                t.handshake_timeout_secs,
+                10,
+            )),
+        }
+    }
+
+    fn matcher(&mut self, p: &FieldPath, values: &[String]) -> IdMatcher {
+        if values.is_empty() {
+            self.error(p, "required: a list of allowed values, or [\"*\"] for any");
+            return IdMatcher::Any;
+        }
+        if values.iter().any(|v| v == "*") {
+            if values.len() > 1 {
+                self.error(p, "\"*\" already allows everything: list it alone");
+            }
+            return IdMatcher::Any;
+        }
+        for (i, v) in values.iter().enumerate() {
+            if v.trim().is_empty() {
+                self.error(&p.index(i), "must not be empty");
+            }
+        }
+        IdMatcher::OneOf(values.to_vec())
+    }
+
+    fn sender(&mut self, p: &FieldPath, s: &raw::RawSender) -> SenderConfig {
+        let name = match &s.name {
+            Some(n) if !n.trim().is_empty() => n.clone(),
+            _ => {
+                self.error(&p.key("name"), "required: a short name for this feed");
+                String::new()
+            }
+        };
+        let msh3 = self.matcher(&p.key("msh3"), &s.msh3);
+        let msh4 = self.matcher(&p.key("msh4"), &s.msh4);
+        let mut networks = Vec::new();
+        for (i, n) in s.networks.iter().enumerate() {
+            let parsed = n
+                .parse::<IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => networks.push(net),
+                Err(_) => self.error(
+                    &p.key("networks").index(i),
+                    "expected a network such as 10.1.2.0/24 or an address",
+                ),
+            }
+        }
+        if s.networks.is_empty() && s.certificates.is_empty() {
+            self.error(
+                p,
+                "a sender needs `networks` or `certificates` (or both): a feed must not be able to claim to be another",
+            );
+        }
+        let timezone = match s.timezone.as_deref() {
+            None => chrono_tz::UTC,
+            Some(z) => match z.parse::<Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    self.error(
+                        &p.key("timezone"),
+                        "not an IANA time zone name (e.g. America/New_York)",
+                    );
+                    chrono_tz::UTC
+                }
+            },
+        };
+        let mut processing_ids = Vec::new();
+        let given = s
+            .processing_ids
+            .clone()
+            .unwrap_or_else(|| vec!["P".to_string()]);
+        for (i, id) in given.iter().enumerate() {
+            match Processing::from_code(id) {
+                Some(x) => processing_ids.push(x),
+                None => self.error(
+                    &p.key("processing_ids").index(i),
+                    "expected P (production), T (training) or D (debugging)",
+                ),
+            }
+        }
+        if given.is_empty() {
+            self.error(&p.key("processing_ids"), "must allow at least one processing id");
+        }
+        let default_charset = s
+            .default_charset
+            .clone()
+            .unwrap_or_else(|| "UNICODE UTF-8".to_string());
+        if crate::parse::Charset::from_msh18(&default_charset).is_none() {
+            self.error(
+                &p.key("default_charset"),
+                "unknown character set (use an MSH-18 name such as ASCII, 8859/1 or UNICODE UTF-8)",
+            );
+        }
+        let return_destination = match &s.return_address {
+            None => {
+                for f in ["return_server_name", "return_ca"] {
+                    let set = if f == "return_ca" {
+                        s.return_ca.is_some()
+                    } else {
+                        s.return_server_name.is_some()
+                    };
+                    if set {
+                        self.error(&p.key(f), "only meaningful with `return_address`");
+                    }
+                }
+                None
+            }
+            Some(a) => {
+                let ok = a
+                    .rsplit_once(':')
+                    .map(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok())
+                    .unwrap_or(false);
+                if !ok {
+                    self.error(&p.key("return_address"), "expected host:port");
+                }
+                let ca = s.return_ca.as_deref().map(|c| self.path(c));
+                if s.return_tls && ca.is_none() {
+                    self.error(&p.key("return_ca"), "required with `return_tls = true`");
+                }
+                if let Some(ca) = &ca
+                    && !ca.is_file()
+                {
+                    self.error(&p.key("return_ca"), format!("no such file: {}", ca.display()));
+                }
+                Some(ReturnDestination {
+                    address: a.clone(),
+                    tls: s.return_tls,
+                    server_name: s.return_server_name.clone(),
+                    ca,
+                    await_answer: s.return_await_answer,
+                })
+            }
+        };
+        SenderConfig {
+            name,
+            msh3,
+            msh4,
+            networks,
+            certificates: s.certificates.clone(),
+            timezone,
+            processing_ids,
+            default_charset,
+            reject_unknown_types: s.reject_unknown_types,
+            return_destination,
+        }
+    }
+}
+
+impl Config {
+    /// The journal file inside the data directory.
+    pub fn journal_path(&self) -> PathBuf {
+        self.storage.data_dir.join("journal.sqlite3")
+    }
+
+    /// Finds the configured sender by name.
+    pub fn sender(&self, name: &str) -> Option<&SenderConfig> {
+        self.senders.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

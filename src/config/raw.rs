@@ -1,0 +1,118 @@
+//! The configuration file as written: serde structs that reject unknown
+//! fields. Nothing here is trusted until `validate` turns it into `Config`.
+
+use serde::Deserialize;
+
+/// `switchboard.toml` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Marks the bundled example: loopback only, local backends; the gateway
+    /// announces DEMO when it starts.
+    #[serde(default)]
+    pub demo: bool,
+    /// Where the journal lives and how duplicates are recognised.
+    #[serde(default)]
+    pub storage: RawStorage,
+    /// The MLLP listener.
+    #[serde(default)]
+    pub mllp: RawMllp,
+    /// The HTTP listener (health now; FHIR and the console later).
+    #[serde(default)]
+    pub http: RawHttp,
+    /// Application acknowledgement delivery (enhanced mode).
+    #[serde(default)]
+    pub outbox: RawOutbox,
+    /// The senders allowed to feed this gateway.
+    #[serde(default)]
+    pub senders: Vec<RawSender>,
+    /// Folder of roster files (relative to this file).
+    pub rosters_dir: Option<String>,
+    /// Folder of mapping files (relative to this file).
+    pub mappings_dir: Option<String>,
+}
+
+/// `[storage]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub data_dir: Option<String>,
+    pub dedup_window_hours: Option<u64>,
+    pub commit_batch_max: Option<usize>,
+    pub commit_queue: Option<usize>,
+}
+
+/// `[mllp]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMllp {
+    pub listen: Option<String>,
+    pub max_frame_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout_secs: Option<u64>,
+    pub frame_timeout_secs: Option<u64>,
+    pub keepalive_secs: Option<u64>,
+    pub max_in_flight: Option<usize>,
+    pub strict_framing: Option<bool>,
+    pub tls: Option<RawTls>,
+}
+
+/// `[mllp.tls]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+    #[serde(default)]
+    pub crls: Vec<String>,
+    pub handshake_timeout_secs: Option<u64>,
+}
+
+/// `[http]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+}
+
+/// `[outbox]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbox {
+    pub retry_initial_secs: Option<u64>,
+    pub retry_max_secs: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub answer_timeout_secs: Option<u64>,
+}
+
+/// `[[senders]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSender {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub msh3: Vec<String>,
+    #[serde(default)]
+    pub msh4: Vec<String>,
+    #[serde(default)]
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    pub timezone: Option<String>,
+    pub processing_ids: Option<Vec<String>>,
+    pub default_charset: Option<String>,
+    #[serde(default)]
+    pub reject_unknown_types: bool,
+    pub return_address: Option<String>,
+    #[serde(default)]
+    pub return_tls: bool,
+    pub return_server_name: Option<String>,
+    pub return_ca: Option<String>,
+    #[serde(default = "default_true")]
+    pub return_await_answer: bool,
+}
+
+fn default_true() -> bool {
+    true
+}

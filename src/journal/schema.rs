@@ -1,0 +1,88 @@
+//! The journal schema and its migrations (`PRAGMA user_version`).
+
+use rusqlite::Connection;
+
+/// Current schema version.
+pub const VERSION: i64 = 1;
+
+const V1: &str = "
+CREATE TABLE messages (
+    id               INTEGER PRIMARY KEY,
+    received_at      INTEGER NOT NULL,
+    peer             TEXT NOT NULL,
+    sender           TEXT,
+    msh3             TEXT NOT NULL,
+    msh4             TEXT NOT NULL,
+    control_id       TEXT NOT NULL,
+    message_type     TEXT NOT NULL,
+    trigger_event    TEXT NOT NULL,
+    processing_id    TEXT NOT NULL,
+    batch_ref        TEXT,
+    raw              BLOB NOT NULL,
+    raw_charset      TEXT NOT NULL,
+    body_sha256      BLOB NOT NULL,
+    fate             TEXT NOT NULL,
+    reason           TEXT,
+    error_code       INTEGER,
+    error_location   TEXT,
+    ack_code         TEXT,
+    ack              BLOB,
+    taken            INTEGER NOT NULL,
+    control_id_reuse INTEGER NOT NULL DEFAULT 0,
+    event_count      INTEGER NOT NULL DEFAULT 0,
+    resends          INTEGER NOT NULL DEFAULT 0,
+    last_resend_at   INTEGER
+);
+CREATE INDEX messages_dedup ON messages (msh3, msh4, control_id) WHERE taken = 1;
+CREATE INDEX messages_received ON messages (received_at);
+CREATE INDEX messages_control_id ON messages (control_id);
+
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    message_id  INTEGER NOT NULL REFERENCES messages (id),
+    idx         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    patient_key TEXT,
+    payload     TEXT NOT NULL
+);
+CREATE INDEX events_message ON events (message_id);
+CREATE INDEX events_patient ON events (patient_key, id);
+
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    message_id      INTEGER NOT NULL REFERENCES messages (id),
+    kind            TEXT NOT NULL,
+    destination     TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    control_id      TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// Brings the database to [`VERSION`]; refuses a database from a newer version.
+pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTADB),
+            Some(format!("journal schema {version} is newer than {VERSION}")),
+        ));
+    }
+    if version < 1 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {V1} PRAGMA user_version = 1; COMMIT;"
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! # Switchboard
+//!
+//! An edge gateway that receives hospital HL7 v2 (MLLP) and FHIR R4 feeds,
+//! durably records each message *before* acknowledging it, turns events into
+//! clinical alerts, finds who is on call, and tracks acknowledgement.
+//!
+//! ## The flow
+//!
+//! ```text
+//! sender --MLLP--> listener::codec --> listener::intake --> parse --> journal
+//!                      ^                                               |
+//!                      +------------ ACK (only after the commit) <-----+
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`app`]: wires the stages, owns graceful shutdown.
+//! - [`cli`]: `serve`, `check`, `messages`.
+//! - [`config`]: `switchboard.toml` -> validated [`config::Config`].
+//! - [`listener`]: MLLP framing, TLS, intake, acknowledgements, HTTP health.
+//! - [`parse`]: HL7 v2 bytes -> text -> header -> [`event::ClinicalEvent`].
+//! - [`event`]: the one internal currency.
+//! - [`journal`]: the durable store (SQLite, group commit, duplicates, outbox).
+//! - [`clock`]: the one injected clock.
+//! - [`telemetry`]: tracing and counters; never logs PHI.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod event;
+pub mod journal;
+pub mod listener;
+pub mod parse;
+pub mod telemetry;

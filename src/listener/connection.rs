@@ -1,0 +1,205 @@
+//! One MLLP connection: read frames, prepare, commit, answer — in order.
+//!
+//! Frames are read ahead up to `max_in_flight` (pipelining); each frame's
+//! messages are queued to the journal in arrival order, and answers are
+//! written in the same order, exactly one acknowledgement (or one
+//! acknowledgement batch) per frame, each only after the journal's receipt
+//! for it. A frame that does not complete within `frame_timeout` from its
+//! start block, or a connection idle for `idle_timeout`, is closed; pending
+//! answers are still written first.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::ack::{self, AckIds};
+use super::codec::{self, Frame, MllpCodec};
+use super::intake::{Intake, PeerInfo, PreparedFrame, storage_failure_ack};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::journal::Journal;
+use crate::telemetry::Metrics;
+
+/// What every connection shares.
+pub struct Shared {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The journal.
+    pub journal: Journal,
+    /// Acknowledgement ids.
+    pub ids: AckIds,
+    /// The injected clock.
+    pub clock: Clock,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the application-acknowledgement outbox.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
+}
+
+type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+
+/// Serves one connection until the peer closes, a timeout, a framing error,
+/// or shutdown.
+pub async fn serve<S>(stream: S, peer: PeerInfo, shared: Arc<Shared>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = &shared.config.mllp;
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut framed = FramedRead::with_capacity(
+        rd,
+        MllpCodec::new(cfg.max_frame_bytes, cfg.strict_framing),
+        16 * 1024,
+    );
+    let mut pending: FuturesOrdered<Answer> = FuturesOrdered::new();
+    let mut closing = false;
+    let mut reported_junk = 0;
+    loop {
+        if closing && pending.is_empty() {
+            break;
+        }
+        let codec = framed.decoder();
+        let deadline = match codec.frame_started() {
+            Some(start) => start + cfg.frame_timeout,
+            None => codec.last_data() + cfg.idle_timeout,
+        };
+        tokio::select! {
+            biased;
+            Some(answer) = pending.next(), if !pending.is_empty() => {
+                if answer.is_empty() {
+                    continue;
+                }
+                if let Err(e) = wr.write_all(&codec::frame(&answer)).await {
+                    tracing::debug!(peer = %peer.addr, error = %e, "write failed; closing");
+                    return;
+                }
+            }
+            _ = shutdown.cancelled(), if !closing => closing = true,
+            item = framed.next(), if !closing && pending.len() < cfg.max_in_flight => {
+                let junk = framed.decoder().junk_bytes();
+                if junk > reported_junk {
+                    shared.metrics.junk_bytes.fetch_add(junk - reported_junk, std::sync::atomic::Ordering::Relaxed);
+                    reported_junk = junk;
+                }
+                match item {
+                    None => closing = true,
+                    Some(Err(e)) => {
+                        tracing::info!(peer = %peer.addr, error = %e, "framing error; closing");
+                        closing = true;
+                    }
+                    Some(Ok(Frame::Message(bytes))) => {
+                        Metrics::inc(&shared.metrics.frames);
+                        let prepared = intake(&shared, &peer).frame(&bytes);
+                        match submit(&shared, prepared).await {
+                            Some(a) => pending.push_back(a),
+                            None => closing = true,
+                        }
+                    }
+                    Some(Ok(Frame::Oversized(head))) => {
+                        Metrics::inc(&shared.metrics.frames);
+                        Metrics::inc(&shared.metrics.oversized_frames);
+                        tracing::warn!(peer = %peer.addr, max = cfg.max_frame_bytes, "frame exceeds max_frame_bytes; answering AE 104 and closing");
+                        let prepared = intake(&shared, &peer).oversized(&head);
+                        if let Some(a) = submit(&shared, prepared).await {
+                            pending.push_back(a);
+                        }
+                        closing = true;
+                    }
+                }
+            }
+            _ = sleep_until(deadline), if !closing && pending.is_empty() => {
+                let codec = framed.decoder();
+                let now = Instant::now();
+                if let Some(start) = codec.frame_started() {
+                    if now >= start + cfg.frame_timeout {
+                        Metrics::inc(&shared.metrics.frame_timeouts);
+                        tracing::info!(peer = %peer.addr, "partial frame timed out; closing, nothing journaled");
+                        closing = true;
+                    }
+                } else if now >= codec.last_data() + cfg.idle_timeout {
+                    Metrics::inc(&shared.metrics.idle_timeouts);
+                    tracing::debug!(peer = %peer.addr, "idle timeout; closing");
+                    closing = true;
+                }
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+fn intake<'a>(shared: &'a Shared, peer: &'a PeerInfo) -> Intake<'a> {
+    Intake {
+        senders: &shared.config.senders,
+        now: shared.clock.now_utc(),
+        ids: &shared.ids,
+        peer,
+    }
+}
+
+/// Queues every message of the frame (in order) and returns the future of
+/// its answer. `None` when the journal has shut down.
+async fn submit(shared: &Arc<Shared>, prepared: PreparedFrame) -> Option<Answer> {
+    let mut waits = Vec::with_capacity(prepared.items.len());
+    for item in &prepared.items {
+        match shared.journal.submit(item.message.clone()).await {
+            Ok(p) => waits.push(Some(p)),
+            Err(_) => waits.push(None),
+        }
+    }
+    if waits.iter().all(Option::is_none) && shutdown_like(shared) {
+        return None;
+    }
+    let shared = shared.clone();
+    Some(Box::pin(async move {
+        let mut acks: Vec<Vec<u8>> = Vec::with_capacity(waits.len());
+        for (item, wait) in prepared.items.iter().zip(waits) {
+            let result = match wait {
+                Some(p) => p.await,
+                None => Err(crate::journal::JournalError::Closed),
+            };
+            let m = &shared.metrics;
+            match result {
+                Ok(receipt) => {
+                    if receipt.is_duplicate() {
+                        Metrics::inc(&m.duplicates);
+                        tracing::info!(journal_id = receipt.message_id(), "duplicate resend answered with the stored acknowledgement");
+                    }
+                    if receipt.is_control_id_reuse() {
+                        Metrics::inc(&m.control_id_reuses);
+                        tracing::warn!(journal_id = receipt.message_id(), "control id reused with a different body; accepted as new");
+                    }
+                    match receipt.ack_code() {
+                        Some("AA" | "CA") | None => Metrics::inc(&m.messages_accepted),
+                        _ => Metrics::inc(&m.messages_rejected),
+                    }
+                    if item.message.app_ack.is_some() && !receipt.is_duplicate() {
+                        shared.outbox_wake.notify_one();
+                    }
+                    acks.push(receipt.ack().to_vec());
+                }
+                Err(_) => {
+                    Metrics::inc(&m.storage_failures);
+                    acks.push(storage_failure_ack(item, shared.clock.now_utc(), &shared.ids));
+                }
+            }
+        }
+        match &prepared.envelope {
+            None => acks.pop().unwrap_or_default(),
+            Some((file, batch)) => {
+                let parts: Vec<&[u8]> = acks.iter().filter(|a| !a.is_empty()).map(Vec::as_slice).collect();
+                ack::build_batch(file.as_ref(), batch, &parts, shared.clock.now_utc(), &shared.ids)
+            }
+        }
+    }))
+}
+
+fn shutdown_like(shared: &Shared) -> bool {
+    shared.journal.is_closed()
+}
