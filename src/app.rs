@@ -70,13 +70,12 @@ impl Gateway {
                 addr: config.mllp.listen,
                 source,
             })?;
-        let http_listener =
-            TcpListener::bind(config.http.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.http.listen,
-                    source,
-                })?;
+        let http_listener = TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.http.listen,
+                source,
+            })?;
         let mllp_addr = mllp.local_addr().map_err(|source| StartError::Bind {
             addr: config.mllp.listen,
             source,

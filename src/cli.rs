@@ -39,6 +39,7 @@ pub struct ConfigArg {
 pub enum Command {
     /// Run the gateway.
     Serve {
+        /// Configuration.
         #[command(flatten)]
         config: ConfigArg,
         /// Overrides `[mllp] listen`.
@@ -50,11 +51,13 @@ pub enum Command {
     },
     /// Validate the configuration and exit (64 when invalid).
     Check {
+        /// Configuration.
         #[command(flatten)]
         config: ConfigArg,
     },
     /// List journaled messages (no PHI unless --show-content).
     Messages {
+        /// Configuration.
         #[command(flatten)]
         config: ConfigArg,
         /// Print JSON (one array) instead of a table.
@@ -97,7 +100,10 @@ pub fn main() -> ExitCode {
             if let Some(a) = http {
                 cfg.http.listen = a;
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("switchboard: cannot start the runtime: {e}");

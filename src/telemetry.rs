@@ -60,25 +60,85 @@ impl Metrics {
     /// Renders the counters in the Prometheus text format.
     pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
         let rows: [(&str, &str, &AtomicU64); 15] = [
-            ("switchboard_mllp_connections_accepted_total", "counter", &self.connections_accepted),
-            ("switchboard_mllp_connections_open", "gauge", &self.connections_open),
-            ("switchboard_mllp_tls_handshake_failures_total", "counter", &self.tls_handshake_failures),
+            (
+                "switchboard_mllp_connections_accepted_total",
+                "counter",
+                &self.connections_accepted,
+            ),
+            (
+                "switchboard_mllp_connections_open",
+                "gauge",
+                &self.connections_open,
+            ),
+            (
+                "switchboard_mllp_tls_handshake_failures_total",
+                "counter",
+                &self.tls_handshake_failures,
+            ),
             ("switchboard_mllp_frames_total", "counter", &self.frames),
-            ("switchboard_mllp_junk_bytes_total", "counter", &self.junk_bytes),
-            ("switchboard_mllp_oversized_frames_total", "counter", &self.oversized_frames),
-            ("switchboard_mllp_frame_timeout_total", "counter", &self.frame_timeouts),
-            ("switchboard_mllp_idle_timeout_total", "counter", &self.idle_timeouts),
-            ("switchboard_messages_accepted_total", "counter", &self.messages_accepted),
-            ("switchboard_messages_rejected_total", "counter", &self.messages_rejected),
-            ("switchboard_messages_duplicate_total", "counter", &self.duplicates),
-            ("switchboard_messages_control_id_reuse_total", "counter", &self.control_id_reuses),
-            ("switchboard_journal_unavailable_answers_total", "counter", &self.storage_failures),
-            ("switchboard_app_acks_delivered_total", "counter", &self.app_acks_delivered),
-            ("switchboard_app_ack_failures_total", "counter", &self.app_ack_failures),
+            (
+                "switchboard_mllp_junk_bytes_total",
+                "counter",
+                &self.junk_bytes,
+            ),
+            (
+                "switchboard_mllp_oversized_frames_total",
+                "counter",
+                &self.oversized_frames,
+            ),
+            (
+                "switchboard_mllp_frame_timeout_total",
+                "counter",
+                &self.frame_timeouts,
+            ),
+            (
+                "switchboard_mllp_idle_timeout_total",
+                "counter",
+                &self.idle_timeouts,
+            ),
+            (
+                "switchboard_messages_accepted_total",
+                "counter",
+                &self.messages_accepted,
+            ),
+            (
+                "switchboard_messages_rejected_total",
+                "counter",
+                &self.messages_rejected,
+            ),
+            (
+                "switchboard_messages_duplicate_total",
+                "counter",
+                &self.duplicates,
+            ),
+            (
+                "switchboard_messages_control_id_reuse_total",
+                "counter",
+                &self.control_id_reuses,
+            ),
+            (
+                "switchboard_journal_unavailable_answers_total",
+                "counter",
+                &self.storage_failures,
+            ),
+            (
+                "switchboard_app_acks_delivered_total",
+                "counter",
+                &self.app_acks_delivered,
+            ),
+            (
+                "switchboard_app_ack_failures_total",
+                "counter",
+                &self.app_ack_failures,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, v) in rows {
-            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
         for (name, kind, v) in extra {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");

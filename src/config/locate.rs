@@ -148,7 +148,11 @@ mod tests {
     fn finds_nested_fields() {
         let text = "[mllp]\nlisten = \"x\"\n\n[[senders]]\nname = \"a\"\n\n[[senders]]\nname = \"b\"\nnetworks = [\"1\", \"bad\"]\n";
         let loc = Locator::new(text);
-        let p = FieldPath::root().key("senders").index(1).key("networks").index(1);
+        let p = FieldPath::root()
+            .key("senders")
+            .index(1)
+            .key("networks")
+            .index(1);
         assert_eq!(p.to_string(), "senders[1].networks[1]");
         assert_eq!(loc.position(&p), Some((9, 18)));
         let p = FieldPath::root().key("mllp").key("listen");

@@ -278,7 +278,10 @@ impl Validator<'_> {
         match value.parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
-                self.error(path, "expected an IP address and port such as 127.0.0.1:2575");
+                self.error(
+                    path,
+                    "expected an IP address and port such as 127.0.0.1:2575",
+                );
                 default.parse().expect("default address is valid")
             }
         }
@@ -457,14 +460,20 @@ impl Validator<'_> {
         let cert = match &t.cert {
             Some(c) => self.path(c),
             None => {
-                self.error(&p.key("cert"), "required: PEM file with the server certificate chain");
+                self.error(
+                    &p.key("cert"),
+                    "required: PEM file with the server certificate chain",
+                );
                 PathBuf::new()
             }
         };
         let key = match &t.key {
             Some(k) => self.path(k),
             None => {
-                self.error(&p.key("key"), "required: PEM file with the server private key");
+                self.error(
+                    &p.key("key"),
+                    "required: PEM file with the server private key",
+                );
                 PathBuf::new()
             }
         };
@@ -477,16 +486,25 @@ impl Validator<'_> {
         if let Some(ca) = &client_ca
             && !ca.is_file()
         {
-            self.error(&p.key("client_ca"), format!("no such file: {}", ca.display()));
+            self.error(
+                &p.key("client_ca"),
+                format!("no such file: {}", ca.display()),
+            );
         }
         let crls: Vec<PathBuf> = t.crls.iter().map(|c| self.path(c)).collect();
         for (i, c) in crls.iter().enumerate() {
             if !c.is_file() {
-                self.error(&p.key("crls").index(i), format!("no such file: {}", c.display()));
+                self.error(
+                    &p.key("crls").index(i),
+                    format!("no such file: {}", c.display()),
+                );
             }
         }
         if !crls.is_empty() && client_ca.is_none() {
-            self.error(&p.key("crls"), "revocation lists need `client_ca` (mutual TLS)");
+            self.error(
+                &p.key("crls"),
+                "revocation lists need `client_ca` (mutual TLS)",
+            );
         }
         TlsConfig {
             cert,
@@ -577,7 +595,10 @@ impl Validator<'_> {
             }
         }
         if given.is_empty() {
-            self.error(&p.key("processing_ids"), "must allow at least one processing id");
+            self.error(
+                &p.key("processing_ids"),
+                "must allow at least one processing id",
+            );
         }
         let default_charset = s
             .default_charset
@@ -618,7 +639,10 @@ impl Validator<'_> {
                 if let Some(ca) = &ca
                     && !ca.is_file()
                 {
-                    self.error(&p.key("return_ca"), format!("no such file: {}", ca.display()));
+                    self.error(
+                        &p.key("return_ca"),
+                        format!("no such file: {}", ca.display()),
+                    );
                 }
                 Some(ReturnDestination {
                     address: a.clone(),

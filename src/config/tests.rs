@@ -76,7 +76,10 @@ fn sender_without_network_or_certificate_is_refused() {
 
 #[test]
 fn demo_must_stay_on_loopback() {
-    let text = format!("demo = true\n{}", GOOD.replace("127.0.0.1:0", "0.0.0.0:2575"));
+    let text = format!(
+        "demo = true\n{}",
+        GOOD.replace("127.0.0.1:0", "0.0.0.0:2575")
+    );
     let err = check(&text).unwrap_err();
     assert_eq!(err.0[0].field, "mllp.listen");
     assert!(err.0[0].problem.contains("loopback"));
@@ -84,7 +87,13 @@ fn demo_must_stay_on_loopback() {
 
 #[test]
 fn duplicate_sender_names_are_refused() {
-    let text = format!("{GOOD}{}", GOOD.split("[[senders]]").nth(1).map(|s| format!("[[senders]]{s}")).unwrap());
+    let text = format!(
+        "{GOOD}{}",
+        GOOD.split("[[senders]]")
+            .nth(1)
+            .map(|s| format!("[[senders]]{s}"))
+            .unwrap()
+    );
     let err = check(&text).unwrap_err();
     assert_eq!(err.0[0].field, "senders[1].name");
 }

@@ -120,9 +120,7 @@ fn map_err(e: rusqlite::Error) -> StorageError {
             C::SystemIoFailure | C::CannotOpen | C::ReadOnly => {
                 StorageError::Io(format!("{:?} ({})", f.code, f.extended_code))
             }
-            C::DatabaseCorrupt | C::NotADatabase => {
-                StorageError::Corrupt(format!("{:?}", f.code))
-            }
+            C::DatabaseCorrupt | C::NotADatabase => StorageError::Corrupt(format!("{:?}", f.code)),
             _ => StorageError::Other(format!("{:?} ({})", f.code, f.extended_code)),
         },
         // Other variants describe API misuse or conversions; none quotes row content.
@@ -387,7 +385,12 @@ impl Storage for SqliteStorage {
                     delivered_at = CASE WHEN ?2 = 'delivered' THEN ?3 ELSE delivered_at END
                  WHERE id = ?1",
             )?
-            .execute(params![id, state.as_str(), to_micros(next_attempt_at), error])?;
+            .execute(params![
+                id,
+                state.as_str(),
+                to_micros(next_attempt_at),
+                error
+            ])?;
             Ok(())
         })
     }

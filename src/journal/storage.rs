@@ -44,8 +44,11 @@ pub trait Storage: Send + 'static {
     fn messages(&mut self, query: &MessageQuery) -> Result<Vec<MessageSummary>, StorageError>;
 
     /// Pending outbox rows due at `now`, oldest first.
-    fn outbox_due(&mut self, now: DateTime<Utc>, limit: usize)
-    -> Result<Vec<OutboxItem>, StorageError>;
+    fn outbox_due(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StorageError>;
 
     /// The earliest `next_attempt_at` of a pending outbox row.
     fn outbox_next_due(&mut self) -> Result<Option<DateTime<Utc>>, StorageError>;

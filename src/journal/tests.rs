@@ -55,7 +55,10 @@ fn journal_uses_wal_and_synchronous_full() {
 async fn resend_of_accepted_message_returns_stored_ack_and_adds_no_row() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(&config(dir.path())).unwrap();
-    let first = j.commit(message("1", "body", Fate::Accepted)).await.unwrap();
+    let first = j
+        .commit(message("1", "body", Fate::Accepted))
+        .await
+        .unwrap();
     assert!(!first.is_duplicate());
     let mut again = message("1", "body", Fate::Accepted);
     again.ack = b"a different ack that must not be sent".to_vec();

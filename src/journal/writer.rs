@@ -54,7 +54,13 @@ fn run(
                     replies.push(reply);
                 }
                 Command::Run(f) => {
-                    flush(&mut *storage, &mut msgs, &mut replies, dedup_window, &health);
+                    flush(
+                        &mut *storage,
+                        &mut msgs,
+                        &mut replies,
+                        dedup_window,
+                        &health,
+                    );
                     f(&mut *storage);
                 }
             }
@@ -62,7 +68,13 @@ fn run(
                 next = rx.try_recv().ok();
             }
         }
-        flush(&mut *storage, &mut msgs, &mut replies, dedup_window, &health);
+        flush(
+            &mut *storage,
+            &mut msgs,
+            &mut replies,
+            dedup_window,
+            &health,
+        );
     }
 }
 

@@ -95,7 +95,13 @@ fn modern_err(version: &str) -> bool {
     let major: u32 = it.next().and_then(|m| m.parse().ok()).unwrap_or(2);
     let minor: u32 = it
         .next()
-        .and_then(|m| m.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok())
+        .and_then(|m| {
+            m.chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
         .unwrap_or(5);
     major > 2 || minor >= 5
 }
@@ -120,7 +126,11 @@ pub fn build(
     ack_id: &str,
     opts: AckOptions,
 ) -> Vec<u8> {
-    let f = if h.field_sep == '\0' { '|' } else { h.field_sep };
+    let f = if h.field_sep == '\0' {
+        '|'
+    } else {
+        h.field_sep
+    };
     let enc = if h.encoding.is_empty() {
         "^~\\&"
     } else {
@@ -128,7 +138,11 @@ pub fn build(
     };
     let comp = enc.chars().next().unwrap_or('^');
     let sub = enc.chars().nth(3).unwrap_or('&');
-    let trigger = if h.trigger.is_empty() { "" } else { h.trigger.as_str() };
+    let trigger = if h.trigger.is_empty() {
+        ""
+    } else {
+        h.trigger.as_str()
+    };
     let version = if h.version_raw.is_empty() {
         "2.5.1"
     } else {
@@ -254,7 +268,11 @@ pub fn build_batch(
 ) -> Vec<u8> {
     let header = |b: &BatchEcho, seg: &str| -> String {
         let f = b.field_sep;
-        let enc = if b.encoding.is_empty() { "^~\\&" } else { &b.encoding };
+        let enc = if b.encoding.is_empty() {
+            "^~\\&"
+        } else {
+            &b.encoding
+        };
         let fields = [
             enc.to_string(),
             b.receiving_application.clone(),

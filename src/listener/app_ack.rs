@@ -97,7 +97,11 @@ async fn record(shared: &Shared, item: &OutboxItem, result: Attempt) {
             Metrics::inc(&shared.metrics.app_ack_failures);
             let delay = backoff(cfg.retry_initial, cfg.retry_max, item.attempts, item.id);
             tracing::warn!(outbox_id = item.id, destination = %item.destination, attempts = item.attempts + 1, retry_in_ms = delay.as_millis() as u64, reason = %why, "application acknowledgement not delivered; will retry");
-            (OutboxState::Pending, now + chrono::Duration::from_std(delay).unwrap_or_default(), Some(why))
+            (
+                OutboxState::Pending,
+                now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                Some(why),
+            )
         }
         Attempt::Dead(why) => {
             Metrics::inc(&shared.metrics.app_ack_failures);
@@ -114,9 +118,7 @@ async fn record(shared: &Shared, item: &OutboxItem, result: Attempt) {
 
 /// Exponential backoff with deterministic jitter (up to a quarter of the delay).
 fn backoff(initial: Duration, max: Duration, attempts: u32, id: i64) -> Duration {
-    let base = initial
-        .saturating_mul(1u32 << attempts.min(20))
-        .min(max);
+    let base = initial.saturating_mul(1u32 << attempts.min(20)).min(max);
     let jitter_seed = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(attempts);
     let jitter = base.as_millis() as u64 / 4;
     let extra = if jitter == 0 { 0 } else { jitter_seed % jitter };
@@ -128,14 +130,17 @@ async fn deliver(shared: &Shared, item: &OutboxItem) -> Attempt {
         return Attempt::Dead("sender no longer configured".into());
     };
     let Some(dest) = sender.return_destination.clone() else {
-        return Attempt::Dead("sender has no return_address for application acknowledgements".into());
+        return Attempt::Dead(
+            "sender has no return_address for application acknowledgements".into(),
+        );
     };
     let cfg = &shared.config.outbox;
-    let tcp = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&dest.address)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Attempt::Retry(format!("connect: {}", e.kind())),
-        Err(_) => return Attempt::Retry("connect timed out".into()),
-    };
+    let tcp =
+        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&dest.address)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Attempt::Retry(format!("connect: {}", e.kind())),
+            Err(_) => return Attempt::Retry("connect timed out".into()),
+        };
     let _ = tcp.set_nodelay(true);
     if dest.tls {
         match tls_connect(&dest, tcp, cfg.connect_timeout).await {
@@ -156,11 +161,16 @@ async fn tls_connect(
         return Err(Attempt::Dead("return_tls without return_ca".into()));
     };
     let config = tls::client_config(ca).map_err(|e| Attempt::Dead(e.to_string()))?;
-    let host = dest
-        .server_name
-        .clone()
-        .unwrap_or_else(|| dest.address.rsplit_once(':').map(|x| x.0).unwrap_or("").trim_matches(['[', ']']).to_string());
-    let name = ServerName::try_from(host).map_err(|_| Attempt::Dead("invalid TLS server name".into()))?;
+    let host = dest.server_name.clone().unwrap_or_else(|| {
+        dest.address
+            .rsplit_once(':')
+            .map(|x| x.0)
+            .unwrap_or("")
+            .trim_matches(['[', ']'])
+            .to_string()
+    });
+    let name =
+        ServerName::try_from(host).map_err(|_| Attempt::Dead("invalid TLS server name".into()))?;
     let connector = tokio_rustls::TlsConnector::from(config);
     match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
         Ok(Ok(s)) => Ok(s),
@@ -169,7 +179,12 @@ async fn tls_connect(
     }
 }
 
-async fn exchange<S>(mut s: S, item: &OutboxItem, dest: &ReturnDestination, timeout: Duration) -> Attempt
+async fn exchange<S>(
+    mut s: S,
+    item: &OutboxItem,
+    dest: &ReturnDestination,
+    timeout: Duration,
+) -> Attempt
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -210,10 +225,7 @@ async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> Option<Vec<u8>> {
 fn judge(frame: &[u8], control_id: &str) -> Attempt {
     let text = String::from_utf8_lossy(frame);
     let sep = text.get(3..4).and_then(|s| s.chars().next()).unwrap_or('|');
-    let Some(msa) = text
-        .split(['\r', '\n'])
-        .find(|seg| seg.starts_with("MSA"))
-    else {
+    let Some(msa) = text.split(['\r', '\n']).find(|seg| seg.starts_with("MSA")) else {
         return Attempt::Retry("answer has no MSA segment".into());
     };
     let mut fields = msa.split(sep);
@@ -225,7 +237,10 @@ fn judge(frame: &[u8], control_id: &str) -> Attempt {
     match code {
         "AA" | "CA" => Attempt::Delivered,
         "AR" | "CE" => Attempt::Retry(format!("receiver answered {code}")),
-        other => Attempt::Dead(format!("receiver answered {}", other.chars().take(2).collect::<String>())),
+        other => Attempt::Dead(format!(
+            "receiver answered {}",
+            other.chars().take(2).collect::<String>()
+        )),
     }
 }
 
@@ -245,8 +260,17 @@ mod tests {
     #[test]
     fn judges_answers() {
         assert_eq!(judge(b"MSH|^~\\&|A\rMSA|CA|X1\r", "X1"), Attempt::Delivered);
-        assert!(matches!(judge(b"MSH|^~\\&|A\rMSA|CA|X2\r", "X1"), Attempt::Retry(_)));
-        assert!(matches!(judge(b"MSH|^~\\&|A\rMSA|AR|X1\r", "X1"), Attempt::Retry(_)));
-        assert!(matches!(judge(b"MSH|^~\\&|A\rMSA|AE|X1\r", "X1"), Attempt::Dead(_)));
+        assert!(matches!(
+            judge(b"MSH|^~\\&|A\rMSA|CA|X2\r", "X1"),
+            Attempt::Retry(_)
+        ));
+        assert!(matches!(
+            judge(b"MSH|^~\\&|A\rMSA|AR|X1\r", "X1"),
+            Attempt::Retry(_)
+        ));
+        assert!(matches!(
+            judge(b"MSH|^~\\&|A\rMSA|AE|X1\r", "X1"),
+            Attempt::Dead(_)
+        ));
     }
 }

@@ -41,8 +41,8 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
 }
 
-/// The MLLP codec; also tracks when the current frame started and when
-/// bytes last arrived, for the frame and idle timeouts.
+/// The MLLP codec; also tracks when the current frame started, for the
+/// partial-frame timeout.
 #[derive(Debug)]
 pub struct MllpCodec {
     max_frame_bytes: usize,
@@ -55,7 +55,6 @@ pub struct MllpCodec {
     /// Discarded bytes outside frames.
     junk_bytes: u64,
     frame_started: Option<Instant>,
-    last_data: Instant,
 }
 
 impl MllpCodec {
@@ -69,18 +68,12 @@ impl MllpCodec {
             after_end: false,
             junk_bytes: 0,
             frame_started: None,
-            last_data: Instant::now(),
         }
     }
 
     /// When the frame in progress started (`None` between frames).
     pub fn frame_started(&self) -> Option<Instant> {
         self.frame_started
-    }
-
-    /// When bytes last arrived.
-    pub fn last_data(&self) -> Instant {
-        self.last_data
     }
 
     /// Bytes discarded outside frames so far.
@@ -94,9 +87,6 @@ impl Decoder for MllpCodec {
     type Error = CodecError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        if !buf.is_empty() {
-            self.last_data = Instant::now();
-        }
         loop {
             if !self.in_frame {
                 if self.after_end && !buf.is_empty() {

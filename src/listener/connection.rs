@@ -12,11 +12,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::{self, AckIds};
@@ -52,23 +53,45 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = &shared.config.mllp;
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut framed = FramedRead::with_capacity(
-        rd,
-        MllpCodec::new(cfg.max_frame_bytes, cfg.strict_framing),
-        16 * 1024,
-    );
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut codec = MllpCodec::new(cfg.max_frame_bytes, cfg.strict_framing);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut pending: FuturesOrdered<Answer> = FuturesOrdered::new();
     let mut closing = false;
+    let mut last_read = Instant::now();
     let mut reported_junk = 0;
     loop {
+        // Take every complete frame already buffered (up to the in-flight bound).
+        while !closing && pending.len() < cfg.max_in_flight {
+            match codec.decode(&mut buf) {
+                Ok(None) => break,
+                Ok(Some(frame)) => match on_frame(&shared, &peer, frame).await {
+                    (Some(answer), close) => {
+                        pending.push_back(answer);
+                        closing |= close;
+                    }
+                    (None, _) => closing = true,
+                },
+                Err(e) => {
+                    tracing::info!(peer = %peer.addr, error = %e, "framing error; closing");
+                    closing = true;
+                }
+            }
+        }
+        let junk = codec.junk_bytes();
+        if junk > reported_junk {
+            shared
+                .metrics
+                .junk_bytes
+                .fetch_add(junk - reported_junk, std::sync::atomic::Ordering::Relaxed);
+            reported_junk = junk;
+        }
         if closing && pending.is_empty() {
             break;
         }
-        let codec = framed.decoder();
         let deadline = match codec.frame_started() {
             Some(start) => start + cfg.frame_timeout,
-            None => codec.last_data() + cfg.idle_timeout,
+            None => last_read + cfg.idle_timeout,
         };
         tokio::select! {
             biased;
@@ -82,56 +105,55 @@ where
                 }
             }
             _ = shutdown.cancelled(), if !closing => closing = true,
-            item = framed.next(), if !closing && pending.len() < cfg.max_in_flight => {
-                let junk = framed.decoder().junk_bytes();
-                if junk > reported_junk {
-                    shared.metrics.junk_bytes.fetch_add(junk - reported_junk, std::sync::atomic::Ordering::Relaxed);
-                    reported_junk = junk;
-                }
-                match item {
-                    None => closing = true,
-                    Some(Err(e)) => {
-                        tracing::info!(peer = %peer.addr, error = %e, "framing error; closing");
-                        closing = true;
-                    }
-                    Some(Ok(Frame::Message(bytes))) => {
-                        Metrics::inc(&shared.metrics.frames);
-                        let prepared = intake(&shared, &peer).frame(&bytes);
-                        match submit(&shared, prepared).await {
-                            Some(a) => pending.push_back(a),
-                            None => closing = true,
-                        }
-                    }
-                    Some(Ok(Frame::Oversized(head))) => {
-                        Metrics::inc(&shared.metrics.frames);
-                        Metrics::inc(&shared.metrics.oversized_frames);
-                        tracing::warn!(peer = %peer.addr, max = cfg.max_frame_bytes, "frame exceeds max_frame_bytes; answering AE 104 and closing");
-                        let prepared = intake(&shared, &peer).oversized(&head);
-                        if let Some(a) = submit(&shared, prepared).await {
-                            pending.push_back(a);
-                        }
+            read = read_some(&mut rd, &mut buf), if !closing && pending.len() < cfg.max_in_flight => {
+                match read {
+                    Ok(0) => closing = true,
+                    Ok(_) => last_read = Instant::now(),
+                    Err(e) => {
+                        tracing::debug!(peer = %peer.addr, error = %e, "read failed; closing");
                         closing = true;
                     }
                 }
             }
             _ = sleep_until(deadline), if !closing && pending.is_empty() => {
-                let codec = framed.decoder();
-                let now = Instant::now();
-                if let Some(start) = codec.frame_started() {
-                    if now >= start + cfg.frame_timeout {
-                        Metrics::inc(&shared.metrics.frame_timeouts);
-                        tracing::info!(peer = %peer.addr, "partial frame timed out; closing, nothing journaled");
-                        closing = true;
-                    }
-                } else if now >= codec.last_data() + cfg.idle_timeout {
+                if codec.frame_started().is_some() {
+                    Metrics::inc(&shared.metrics.frame_timeouts);
+                    tracing::info!(peer = %peer.addr, "partial frame timed out; closing, nothing journaled");
+                } else {
                     Metrics::inc(&shared.metrics.idle_timeouts);
                     tracing::debug!(peer = %peer.addr, "idle timeout; closing");
-                    closing = true;
                 }
+                closing = true;
             }
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    rd.read_buf(buf).await
+}
+
+/// Handles one decoded frame: the answer's future, and whether the
+/// connection must close after it.
+async fn on_frame(shared: &Arc<Shared>, peer: &PeerInfo, frame: Frame) -> (Option<Answer>, bool) {
+    Metrics::inc(&shared.metrics.frames);
+    match frame {
+        Frame::Message(bytes) => {
+            let prepared = intake(shared, peer).frame(&bytes);
+            (submit(shared, prepared).await, false)
+        }
+        Frame::Oversized(head) => {
+            Metrics::inc(&shared.metrics.oversized_frames);
+            tracing::warn!(peer = %peer.addr, max = shared.config.mllp.max_frame_bytes, "frame exceeds max_frame_bytes; answering AE 104 and closing");
+            let prepared = intake(shared, peer).oversized(&head);
+            (submit(shared, prepared).await, true)
+        }
+    }
 }
 
 fn intake<'a>(shared: &'a Shared, peer: &'a PeerInfo) -> Intake<'a> {
@@ -169,11 +191,17 @@ async fn submit(shared: &Arc<Shared>, prepared: PreparedFrame) -> Option<Answer>
                 Ok(receipt) => {
                     if receipt.is_duplicate() {
                         Metrics::inc(&m.duplicates);
-                        tracing::info!(journal_id = receipt.message_id(), "duplicate resend answered with the stored acknowledgement");
+                        tracing::info!(
+                            journal_id = receipt.message_id(),
+                            "duplicate resend answered with the stored acknowledgement"
+                        );
                     }
                     if receipt.is_control_id_reuse() {
                         Metrics::inc(&m.control_id_reuses);
-                        tracing::warn!(journal_id = receipt.message_id(), "control id reused with a different body; accepted as new");
+                        tracing::warn!(
+                            journal_id = receipt.message_id(),
+                            "control id reused with a different body; accepted as new"
+                        );
                     }
                     match receipt.ack_code() {
                         Some("AA" | "CA") | None => Metrics::inc(&m.messages_accepted),
@@ -186,15 +214,29 @@ async fn submit(shared: &Arc<Shared>, prepared: PreparedFrame) -> Option<Answer>
                 }
                 Err(_) => {
                     Metrics::inc(&m.storage_failures);
-                    acks.push(storage_failure_ack(item, shared.clock.now_utc(), &shared.ids));
+                    acks.push(storage_failure_ack(
+                        item,
+                        shared.clock.now_utc(),
+                        &shared.ids,
+                    ));
                 }
             }
         }
         match &prepared.envelope {
             None => acks.pop().unwrap_or_default(),
             Some((file, batch)) => {
-                let parts: Vec<&[u8]> = acks.iter().filter(|a| !a.is_empty()).map(Vec::as_slice).collect();
-                ack::build_batch(file.as_ref(), batch, &parts, shared.clock.now_utc(), &shared.ids)
+                let parts: Vec<&[u8]> = acks
+                    .iter()
+                    .filter(|a| !a.is_empty())
+                    .map(Vec::as_slice)
+                    .collect();
+                ack::build_batch(
+                    file.as_ref(),
+                    batch,
+                    &parts,
+                    shared.clock.now_utc(),
+                    &shared.ids,
+                )
             }
         }
     }))

@@ -21,7 +21,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}")
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -36,17 +40,37 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     use std::sync::atomic::Ordering::Relaxed;
     let h = shared.journal.health();
     let extra = [
-        ("switchboard_journal_commits_total", "counter", h.batches.load(Relaxed)),
-        ("switchboard_journal_messages_total", "counter", h.committed.load(Relaxed)),
-        ("switchboard_journal_failures_total", "counter", h.failures.load(Relaxed)),
-        ("switchboard_journal_healthy", "gauge", u64::from(h.is_healthy())),
+        (
+            "switchboard_journal_commits_total",
+            "counter",
+            h.batches.load(Relaxed),
+        ),
+        (
+            "switchboard_journal_messages_total",
+            "counter",
+            h.committed.load(Relaxed),
+        ),
+        (
+            "switchboard_journal_failures_total",
+            "counter",
+            h.failures.load(Relaxed),
+        ),
+        (
+            "switchboard_journal_healthy",
+            "gauge",
+            u64::from(h.is_healthy()),
+        ),
     ];
     (
         StatusCode::OK,

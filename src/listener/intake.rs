@@ -28,8 +28,7 @@ use crate::config::SenderConfig;
 use crate::event::{ClinicalEvent, Processing};
 use crate::journal::{DedupKey, Fate, NewMessage, OutboxEntry};
 use crate::parse::{
-    self, BatchHeader, Charset, ErrorCode, ErrorLocation, EventContext, Header, ParseError,
-    Support,
+    self, BatchHeader, Charset, ErrorCode, ErrorLocation, EventContext, Header, ParseError, Support,
 };
 
 /// Who is on the other end of a connection.
@@ -220,12 +219,24 @@ impl Intake<'_> {
             Err(e) => {
                 let sniffed = Header::sniff(text);
                 let sender = self.claimed(&sniffed).map(|s| s.name.clone());
-                let outcome = if e.location.field == 9 || e.location.field == 11 || e.location.field == 12 || e.code.is_reject() {
+                let outcome = if e.location.field == 9
+                    || e.location.field == 11
+                    || e.location.field == 12
+                    || e.code.is_reject()
+                {
                     Outcome::HeaderRejected(report(&e))
                 } else {
                     Outcome::ContentRejected(report(&e))
                 };
-                return self.finish(sniffed, sender.as_deref(), None, outcome, raw, raw_charset, hash);
+                return self.finish(
+                    sniffed,
+                    sender.as_deref(),
+                    None,
+                    outcome,
+                    raw,
+                    raw_charset,
+                    hash,
+                );
             }
         };
         let Some(sender) = self.claimed(&header) else {
@@ -235,7 +246,15 @@ impl Intake<'_> {
                 application_code: Some("UNKNOWN-SENDER"),
                 detail: "no configured sender claims this MSH-3/MSH-4",
             };
-            return self.finish(header, None, None, Outcome::HeaderRejected(r), raw, raw_charset, hash);
+            return self.finish(
+                header,
+                None,
+                None,
+                Outcome::HeaderRejected(r),
+                raw,
+                raw_charset,
+                hash,
+            );
         };
         if !self.allowed(sender) {
             let r = ErrReport {
@@ -244,7 +263,15 @@ impl Intake<'_> {
                 application_code: Some("UNAUTHORIZED-SOURCE"),
                 detail: "this connection is not allowed to send for this sender",
             };
-            return self.finish(header, None, None, Outcome::HeaderRejected(r), raw, raw_charset, hash);
+            return self.finish(
+                header,
+                None,
+                None,
+                Outcome::HeaderRejected(r),
+                raw,
+                raw_charset,
+                hash,
+            );
         }
         let name = sender.name.as_str();
         let processing = Processing::from_code(&header.processing_id);
@@ -254,7 +281,15 @@ impl Intake<'_> {
                 ErrorLocation::field("MSH", 1, 11),
                 "processing id not accepted from this sender",
             );
-            return self.finish(header, Some(name), Some(sender), Outcome::HeaderRejected(report(&e)), raw, raw_charset, hash);
+            return self.finish(
+                header,
+                Some(name),
+                Some(sender),
+                Outcome::HeaderRejected(report(&e)),
+                raw,
+                raw_charset,
+                hash,
+            );
         }
         if !supported_version(&header.version) {
             let e = ParseError::new(
@@ -262,7 +297,15 @@ impl Intake<'_> {
                 ErrorLocation::field("MSH", 1, 12),
                 "HL7 version not supported (2.1 to 2.9 are)",
             );
-            return self.finish(header, Some(name), Some(sender), Outcome::HeaderRejected(report(&e)), raw, raw_charset, hash);
+            return self.finish(
+                header,
+                Some(name),
+                Some(sender),
+                Outcome::HeaderRejected(report(&e)),
+                raw,
+                raw_charset,
+                hash,
+            );
         }
         let outcome = match parse::support(&header.message_code, &header.trigger) {
             Support::Supported => {
@@ -295,18 +338,31 @@ impl Intake<'_> {
             Support::UnsupportedType => Outcome::Filtered("message type not routed"),
             Support::UnsupportedTrigger => Outcome::Filtered("trigger event not routed"),
         };
-        self.finish(header, Some(name), Some(sender), outcome, raw, raw_charset, hash)
+        self.finish(
+            header,
+            Some(name),
+            Some(sender),
+            outcome,
+            raw,
+            raw_charset,
+            hash,
+        )
     }
 
     /// True when the connection may speak for `sender`.
     fn allowed(&self, sender: &SenderConfig) -> bool {
         let by_network = sender.networks.is_empty()
-            || sender.networks.iter().any(|n| n.contains(&self.peer.addr.ip()));
-        let by_cert = sender.certificates.is_empty()
             || sender
-                .certificates
+                .networks
                 .iter()
-                .any(|c| self.peer.identities.iter().any(|i| i.eq_ignore_ascii_case(c)));
+                .any(|n| n.contains(&self.peer.addr.ip()));
+        let by_cert = sender.certificates.is_empty()
+            || sender.certificates.iter().any(|c| {
+                self.peer
+                    .identities
+                    .iter()
+                    .any(|i| i.eq_ignore_ascii_case(c))
+            });
         by_network && by_cert
     }
 
@@ -325,22 +381,46 @@ impl Intake<'_> {
         let (fate, reason, err, events) = match outcome {
             Outcome::Accepted(ev) => (Fate::Accepted, None, None, ev),
             Outcome::Filtered(why) => (Fate::Filtered, Some(why.to_string()), None, vec![]),
-            Outcome::HeaderRejected(r) => (Fate::Rejected, Some(r.detail.to_string()), Some((r, true)), vec![]),
-            Outcome::ContentRejected(r) => (Fate::Rejected, Some(r.detail.to_string()), Some((r, false)), vec![]),
+            Outcome::HeaderRejected(r) => (
+                Fate::Rejected,
+                Some(r.detail.to_string()),
+                Some((r, true)),
+                vec![],
+            ),
+            Outcome::ContentRejected(r) => (
+                Fate::Rejected,
+                Some(r.detail.to_string()),
+                Some((r, false)),
+                vec![],
+            ),
         };
         let err_ref = err.as_ref().map(|(r, _)| r);
         let header_stage = err.as_ref().is_some_and(|(_, h)| *h);
+        // Original mode: AR for reasons unrelated to content (unsupported
+        // type/trigger/processing id/version, an unknown or unauthorised
+        // sender); AE for errors in the content.
         let original_code = match &err {
             None => AckCode::AA,
-            Some((r, h)) if *h || r.code.is_reject() => AckCode::AR,
+            Some((r, _)) if r.code.is_reject() || r.application_code.is_some() => AckCode::AR,
             Some(_) => AckCode::AE,
         };
 
         let (ack_code, ack_bytes, app_ack) = if !enhanced {
-            let bytes = ack::build(&header, original_code, err_ref, self.now, &self.ids.next_id(), AckOptions::default());
+            let bytes = ack::build(
+                &header,
+                original_code,
+                err_ref,
+                self.now,
+                &self.ids.next_id(),
+                AckOptions::default(),
+            );
             (Some(original_code), bytes, None)
         } else {
-            let accept = if header_stage { AckCode::CR } else { AckCode::CA };
+            let accept = if header_stage {
+                AckCode::CR
+            } else {
+                AckCode::CA
+            };
             let send_accept = match header.accept_ack_type.as_str() {
                 "NE" => false,
                 "ER" => accept != AckCode::CA,
@@ -349,7 +429,17 @@ impl Intake<'_> {
             };
             let (code, bytes) = if send_accept {
                 let accept_err = if header_stage { err_ref } else { None };
-                (Some(accept), ack::build(&header, accept, accept_err, self.now, &self.ids.next_id(), AckOptions::default()))
+                (
+                    Some(accept),
+                    ack::build(
+                        &header,
+                        accept,
+                        accept_err,
+                        self.now,
+                        &self.ids.next_id(),
+                        AckOptions::default(),
+                    ),
+                )
             } else {
                 (None, Vec::new())
             };
@@ -397,7 +487,9 @@ impl Intake<'_> {
             fate,
             reason,
             error_code: err_ref.map(|r| r.code.code()),
-            error_location: err_ref.map(|r| r.location.to_err2('^')).filter(|s| !s.is_empty()),
+            error_location: err_ref
+                .map(|r| r.location.to_err2('^'))
+                .filter(|s| !s.is_empty()),
             events,
             ack_code: ack_code.map(|c| c.as_str().to_string()),
             ack: ack_bytes,
@@ -422,7 +514,14 @@ pub fn storage_failure_ack(p: &Prepared, now: DateTime<Utc>, ids: &AckIds) -> Ve
         application_code: None,
         detail: "message could not be stored; resend later",
     };
-    ack::build(&p.header, code, Some(&r), now, &ids.next_id(), AckOptions::default())
+    ack::build(
+        &p.header,
+        code,
+        Some(&r),
+        now,
+        &ids.next_id(),
+        AckOptions::default(),
+    )
 }
 
 /// MSH-12 versions Switchboard accepts: 2.1 through 2.9.x.
@@ -437,10 +536,7 @@ fn supported_version(v: &str) -> bool {
 /// charset) without decoding the rest, so even an undecodable frame can be
 /// answered with its own MSH-10.
 fn sniff_raw(frame: &[u8]) -> Header {
-    let start = frame
-        .windows(3)
-        .position(|w| w == b"MSH")
-        .unwrap_or(0);
+    let start = frame.windows(3).position(|w| w == b"MSH").unwrap_or(0);
     let end = frame[start..]
         .iter()
         .position(|b| *b == b'\r' || *b == b'\n')

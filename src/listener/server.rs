@@ -56,10 +56,14 @@ pub async fn run(
         tasks.spawn(async move {
             let _permit = permit;
             let m = shared.metrics.clone();
-            m.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            m.connections_open
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match acceptor {
                 None => {
-                    let peer = PeerInfo { addr, identities: Vec::new() };
+                    let peer = PeerInfo {
+                        addr,
+                        identities: Vec::new(),
+                    };
                     connection::serve(sock, peer, shared, shutdown).await;
                 }
                 Some(acceptor) => {
@@ -87,7 +91,8 @@ pub async fn run(
                     }
                 }
             }
-            m.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            m.connections_open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
 }

@@ -75,11 +75,7 @@ pub struct Split<'a> {
 
 fn seq_error(id: &str, seen: &[(&str, u32)]) -> ParseError {
     let id = ErrorLocation::known_segment(id);
-    let n = seen
-        .iter()
-        .find(|(s, _)| *s == id)
-        .map_or(0, |(_, n)| *n)
-        + 1;
+    let n = seen.iter().find(|(s, _)| *s == id).map_or(0, |(_, n)| *n) + 1;
     ParseError::new(
         ErrorCode::SegmentSequence,
         if id.is_empty() {

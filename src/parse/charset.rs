@@ -162,7 +162,11 @@ fn raw_msh18(bytes: &[u8]) -> Option<&[u8]> {
     let sep = *seg.get(3)?;
     // parts[0] = "MSH", parts[k] = MSH-(k+1).
     let field = seg.split(|b| *b == sep).nth(17)?;
-    let rep_sep = seg.split(|b| *b == sep).nth(1).and_then(|enc| enc.get(1)).copied();
+    let rep_sep = seg
+        .split(|b| *b == sep)
+        .nth(1)
+        .and_then(|enc| enc.get(1))
+        .copied();
     Some(match rep_sep {
         Some(r) if r != sep => field.split(|b| *b == r).next().unwrap_or(field),
         _ => field,
@@ -220,8 +224,8 @@ mod tests {
 
     #[test]
     fn non_ascii_under_ascii() {
-        let e = decode_frame(msh("ASCII").replace("PID", "PÏD").as_bytes(), Charset::Utf8)
-            .unwrap_err();
+        let e =
+            decode_frame(msh("ASCII").replace("PID", "PÏD").as_bytes(), Charset::Utf8).unwrap_err();
         assert_eq!(e.code, ErrorCode::DataType);
         assert_eq!(e.location.to_err2('^'), "MSH^1^18");
     }

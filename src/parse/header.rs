@@ -244,7 +244,7 @@ impl Header {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "MSH|^~\\&|APP^1.2^ISO|FAC|RAPP|RFAC|20240101120000+0100||ORU^R01^ORU_R01|CTL1|P^T|2.5.1^USA||AL|NE||UNICODE UTF-8~8859/1\rPID|||1";
+    const GOOD: &str = "MSH|^~\\&|APP^1.2^ISO|FAC|RAPP|RFAC|20240101120000+0100||ORU^R01^ORU_R01|CTL1|P^T|2.5.1^USA|||AL|NE||UNICODE UTF-8~8859/1\rPID|||1";
 
     fn err(text: &str) -> (ErrorCode, String) {
         let e = Header::parse(text).unwrap_err();
@@ -263,13 +263,26 @@ mod tests {
         assert_eq!(h.receiving_facility, "RFAC");
         assert_eq!(h.timestamp, "20240101120000+0100");
         assert_eq!(
-            (h.message_code.as_str(), h.trigger.as_str(), h.structure.as_str()),
+            (
+                h.message_code.as_str(),
+                h.trigger.as_str(),
+                h.structure.as_str()
+            ),
             ("ORU", "R01", "ORU_R01")
         );
         assert_eq!(h.control_id, "CTL1");
-        assert_eq!((h.processing_id.as_str(), h.processing_mode.as_str()), ("P", "T"));
-        assert_eq!((h.version.as_str(), h.version_raw.as_str()), ("2.5.1", "2.5.1^USA"));
-        assert_eq!((h.accept_ack_type.as_str(), h.application_ack_type.as_str()), ("AL", "NE"));
+        assert_eq!(
+            (h.processing_id.as_str(), h.processing_mode.as_str()),
+            ("P", "T")
+        );
+        assert_eq!(
+            (h.version.as_str(), h.version_raw.as_str()),
+            ("2.5.1", "2.5.1^USA")
+        );
+        assert_eq!(
+            (h.accept_ack_type.as_str(), h.application_ack_type.as_str()),
+            ("AL", "NE")
+        );
         assert_eq!(h.charset, "UNICODE UTF-8");
         assert!(h.enhanced_mode());
     }
@@ -280,8 +293,11 @@ mod tests {
         assert_eq!(h.encoding, "^~\\&#");
         assert_eq!(h.sending_application, "APP");
         assert!(!h.enhanced_mode());
-        let h = Header::parse("MSH#$*!@#APP$X#FAC####ADT$A08#7#D#2.3").unwrap();
-        assert_eq!((h.sending_application_id.as_str(), h.message_code.as_str()), ("APP", "ADT"));
+        let h = Header::parse("MSH#$*!@#APP$X#FAC#####ADT$A08#7#D#2.3").unwrap();
+        assert_eq!(
+            (h.sending_application_id.as_str(), h.message_code.as_str()),
+            ("APP", "ADT")
+        );
         assert_eq!((h.trigger.as_str(), h.processing_id.as_str()), ("A08", "D"));
     }
 

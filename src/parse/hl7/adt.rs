@@ -46,7 +46,11 @@ pub(crate) fn events(cx: &Cx<'_, '_>, trigger: &str) -> Result<Vec<ClinicalEvent
     })?;
     let segs = cx.segs.get(1..).unwrap_or(&[]);
     let mut occurred_at = cx.msh_time;
-    if let Some(evn) = segs.iter().take_while(|s| s.name() != "PID").find(|s| s.name() == "EVN") {
+    if let Some(evn) = segs
+        .iter()
+        .take_while(|s| s.name() != "PID")
+        .find(|s| s.name() == "EVN")
+    {
         if let Some(t) = cx.time(evn, 6)?.or(cx.time(evn, 2)?) {
             occurred_at = Some(t);
         }

@@ -88,7 +88,9 @@ pub(crate) fn events(cx: &Cx<'_, '_>) -> Result<Vec<ClinicalEvent>, ParseError> 
             None => obr.code(4),
         };
         let first = |pred: &dyn Fn(&Seg<'_, '_>) -> bool| {
-            obxs.iter().find(|s| pred(s)).map(|s| s.comp(5, 1).trim().to_string())
+            obxs.iter()
+                .find(|s| pred(s))
+                .map(|s| s.comp(5, 1).trim().to_string())
         };
         alarm.phase = first(&is_phase).unwrap_or_default();
         alarm.state = first(&is_state).unwrap_or_default();

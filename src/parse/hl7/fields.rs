@@ -49,7 +49,9 @@ pub(crate) fn decode<'a>(raw: &'a str, seps: &Separators) -> Cow<'a, str> {
             "E" => out.push(seps.escape),
             ".br" => out.push('\n'),
             s if s.starts_with(".sp") => out.push('\n'),
-            s if s.starts_with('X') || s.starts_with('x') => hex(s.get(1..).unwrap_or(""), &mut out),
+            s if s.starts_with('X') || s.starts_with('x') => {
+                hex(s.get(1..).unwrap_or(""), &mut out)
+            }
             _ => {}
         }
         rest = after.get(end + esc.len_utf8()..).unwrap_or("");

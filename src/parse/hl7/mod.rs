@@ -54,7 +54,17 @@ pub fn support(message_code: &str, trigger: &str) -> Support {
     let ok = match message_code.trim() {
         "ADT" => matches!(
             trigger,
-            "A01" | "A02" | "A03" | "A04" | "A06" | "A07" | "A08" | "A11" | "A12" | "A13" | "A17"
+            "A01"
+                | "A02"
+                | "A03"
+                | "A04"
+                | "A06"
+                | "A07"
+                | "A08"
+                | "A11"
+                | "A12"
+                | "A13"
+                | "A17"
                 | "A40"
         ),
         "ORU" => matches!(trigger, "R01" | "R40"),
@@ -120,7 +130,11 @@ impl Cx<'_, '_> {
 
     /// Field `n` (component 1) of `seg` as a UTC instant; a bad value is a
     /// data type error at that field.
-    pub(crate) fn time(&self, seg: &Seg<'_, '_>, n: usize) -> Result<Option<DateTime<Utc>>, ParseError> {
+    pub(crate) fn time(
+        &self,
+        seg: &Seg<'_, '_>,
+        n: usize,
+    ) -> Result<Option<DateTime<Utc>>, ParseError> {
         time::parse_dtm(seg.comp_raw(n, 1), self.ctx.timezone).map_err(|_| {
             ParseError::new(
                 ErrorCode::DataType,
@@ -217,7 +231,11 @@ pub fn events(
         };
         let loc = location_at(&fixed, pos);
         if loc.segment == "MSH" {
-            ParseError::new(ErrorCode::Other, ErrorLocation::field("MSH", 1, 2), "MSH cannot be parsed")
+            ParseError::new(
+                ErrorCode::Other,
+                ErrorLocation::field("MSH", 1, 2),
+                "MSH cannot be parsed",
+            )
         } else {
             ParseError::new(ErrorCode::SegmentSequence, loc, "segment cannot be parsed")
         }
@@ -254,14 +272,21 @@ pub fn events(
             }
         })
         .collect();
-    let msh_time = time::parse_dtm(header.timestamp.split(header.encoding.chars().next().unwrap_or('^')).next().unwrap_or(""), ctx.timezone)
-        .map_err(|_| {
-            ParseError::new(
-                ErrorCode::DataType,
-                ErrorLocation::field("MSH", 1, 7),
-                "MSH-7 is not a valid HL7 date/time",
-            )
-        })?;
+    let msh_time = time::parse_dtm(
+        header
+            .timestamp
+            .split(header.encoding.chars().next().unwrap_or('^'))
+            .next()
+            .unwrap_or(""),
+        ctx.timezone,
+    )
+    .map_err(|_| {
+        ParseError::new(
+            ErrorCode::DataType,
+            ErrorLocation::field("MSH", 1, 7),
+            "MSH-7 is not a valid HL7 date/time",
+        )
+    })?;
     let cx = Cx {
         header,
         ctx,

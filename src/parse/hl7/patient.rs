@@ -31,7 +31,11 @@ pub(crate) fn patient(pid: &Seg<'_, '_>, require_id: bool) -> Result<Patient, Pa
             "PID-3 patient identifier list is empty",
         ));
     }
-    identifiers.extend(pid.reps(2).map(|r| pid.cx(r)).filter(|id| !id.value.is_empty()));
+    identifiers.extend(
+        pid.reps(2)
+            .map(|r| pid.cx(r))
+            .filter(|id| !id.value.is_empty()),
+    );
     let name = pid
         .rep(5)
         .map(|r| pid.xpn(r))
@@ -57,7 +61,12 @@ pub(crate) fn missing_pid() -> ParseError {
 /// Applies PV1 to an event.
 pub(crate) fn visit(pv1: &Seg<'_, '_>, ev: &mut ClinicalEvent) -> Result<(), ParseError> {
     let class = pv1.comp(2, 1);
-    if !class.is_empty() && !matches!(class.as_str(), "B" | "C" | "E" | "I" | "N" | "O" | "P" | "R" | "U") {
+    if !class.is_empty()
+        && !matches!(
+            class.as_str(),
+            "B" | "C" | "E" | "I" | "N" | "O" | "P" | "R" | "U"
+        )
+    {
         return Err(ParseError::new(
             ErrorCode::TableValueNotFound,
             pv1.loc(2),

@@ -23,7 +23,9 @@
 //!   P/R/S/I preliminary, else unknown. A bad OBX-14 is `DataType` at
 //!   `OBX^k^14`.
 
-use crate::event::{ClinicalEvent, EventKind, Observation, Order, Priority, ProviderRole, ResultStatus};
+use crate::event::{
+    ClinicalEvent, EventKind, Observation, Order, Priority, ProviderRole, ResultStatus,
+};
 use crate::parse::error::{ErrorCode, ErrorLocation, ParseError};
 
 use super::fields::{Seg, comp};
@@ -66,7 +68,11 @@ pub(crate) fn observation(cx: &Cx<'_, '_>, obx: &Seg<'_, '_>) -> Result<Observat
         let v = match value_type.as_str() {
             "CE" | "CWE" | "CNE" | "CF" => {
                 let text = obx.dec(comp(r, 2));
-                if text.is_empty() { obx.dec(comp(r, 1)) } else { text }
+                if text.is_empty() {
+                    obx.dec(comp(r, 1))
+                } else {
+                    text
+                }
             }
             "NM" => {
                 let raw = obx.dec(r.raw_value());
@@ -88,9 +94,10 @@ pub(crate) fn observation(cx: &Cx<'_, '_>, obx: &Seg<'_, '_>) -> Result<Observat
             values.push(v);
         }
     }
-    let units = obx.rep(6).map(|r| obx.code_of(r)).filter(|c| {
-        !(c.code.is_empty() && c.text.is_empty() && c.system.is_empty())
-    });
+    let units = obx
+        .rep(6)
+        .map(|r| obx.code_of(r))
+        .filter(|c| !(c.code.is_empty() && c.text.is_empty() && c.system.is_empty()));
     Ok(Observation {
         set_id: obx.comp(1, 1),
         value_type,

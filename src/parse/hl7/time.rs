@@ -38,7 +38,10 @@ pub(crate) fn parse_dtm(raw: &str, tz: Tz) -> Result<Option<DateTime<Utc>>, BadT
         return Ok(None);
     }
     let (body, offset) = match s.find(['+', '-']) {
-        Some(i) => (s.get(..i).ok_or(BadTimestamp)?, Some(s.get(i..).ok_or(BadTimestamp)?)),
+        Some(i) => (
+            s.get(..i).ok_or(BadTimestamp)?,
+            Some(s.get(i..).ok_or(BadTimestamp)?),
+        ),
         None => (s, None),
     };
     let (main, frac) = match body.split_once('.') {
@@ -59,8 +62,13 @@ pub(crate) fn parse_dtm(raw: &str, tz: Tz) -> Result<Option<DateTime<Utc>>, BadT
             Ok(dflt)
         }
     };
-    let (month, day, hour, minute, second) =
-        (part(4, 1)?, part(6, 1)?, part(8, 0)?, part(10, 0)?, part(12, 0)?);
+    let (month, day, hour, minute, second) = (
+        part(4, 1)?,
+        part(6, 1)?,
+        part(8, 0)?,
+        part(10, 0)?,
+        part(12, 0)?,
+    );
     let nanos = match frac {
         None => 0,
         Some(f) if (1..=4).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit()) => {
@@ -86,7 +94,8 @@ pub(crate) fn parse_dtm(raw: &str, tz: Tz) -> Result<Option<DateTime<Utc>>, BadT
             if h > 14 || m > 59 {
                 return Err(BadTimestamp);
             }
-            let off = FixedOffset::east_opt(sign * (h * 3600 + m * 60) as i32).ok_or(BadTimestamp)?;
+            let off =
+                FixedOffset::east_opt(sign * (h * 3600 + m * 60) as i32).ok_or(BadTimestamp)?;
             match off.from_local_datetime(&naive) {
                 LocalResult::Single(t) => Ok(Some(t.with_timezone(&Utc))),
                 _ => Err(BadTimestamp),
@@ -140,8 +149,22 @@ mod tests {
             p("20240315123045.12-0500", utc).unwrap(),
             "2024-03-15T17:30:45.120+00:00"
         );
-        assert_eq!(p("202110201126+0215", utc).unwrap(), "2021-10-20T09:11:00+00:00");
-        for bad in ["2024131", "20241301", "20240230", "2024031525", "abc", "2024-03", "20240315+05", "20240315.1", "20240315123045.12345", "2024031512304a"] {
+        assert_eq!(
+            p("202110201126+0215", utc).unwrap(),
+            "2021-10-20T09:11:00+00:00"
+        );
+        for bad in [
+            "2024131",
+            "20241301",
+            "20240230",
+            "2024031525",
+            "abc",
+            "2024-03",
+            "20240315+05",
+            "20240315.1",
+            "20240315123045.12345",
+            "2024031512304a",
+        ] {
             assert!(parse_dtm(bad, utc).is_err(), "{bad}");
         }
     }
@@ -149,9 +172,15 @@ mod tests {
     #[test]
     fn local_times() {
         let ny = chrono_tz::America::New_York;
-        assert_eq!(p("20240115120000", ny).unwrap(), "2024-01-15T17:00:00+00:00");
+        assert_eq!(
+            p("20240115120000", ny).unwrap(),
+            "2024-01-15T17:00:00+00:00"
+        );
         // gap: 2024-03-10 02:30 does not exist -> 03:00 EDT = 07:00Z
-        assert_eq!(p("20240310023015", ny).unwrap(), "2024-03-10T07:00:00+00:00");
+        assert_eq!(
+            p("20240310023015", ny).unwrap(),
+            "2024-03-10T07:00:00+00:00"
+        );
         // fold: 2024-11-03 01:30 happens twice -> the earlier (EDT) = 05:30Z
         assert_eq!(p("202411030130", ny).unwrap(), "2024-11-03T05:30:00+00:00");
     }
