@@ -409,6 +409,11 @@ impl Validator<'_> {
             self.demo_rules(&mllp, &http, &senders);
         }
 
+        let rosters_dir = self.path(raw.rosters_dir.as_deref().unwrap_or("rosters"));
+        let mappings_dir = self.path(raw.mappings_dir.as_deref().unwrap_or("mappings"));
+        self.toml_folder(&root.key("rosters_dir"), &rosters_dir, raw.rosters_dir.is_some());
+        self.toml_folder(&root.key("mappings_dir"), &mappings_dir, raw.mappings_dir.is_some());
+
         Config {
             source: self.file.clone(),
             demo: raw.demo,
@@ -417,8 +422,53 @@ impl Validator<'_> {
             http,
             outbox,
             senders,
-            rosters_dir: self.path(raw.rosters_dir.as_deref().unwrap_or("rosters")),
-            mappings_dir: self.path(raw.mappings_dir.as_deref().unwrap_or("mappings")),
+            rosters_dir,
+            mappings_dir,
+        }
+    }
+
+    /// Checks that every `*.toml` in `dir` is well-formed, naming file and
+    /// line of a syntax error. A folder given explicitly must exist.
+    fn toml_folder(&mut self, field: &FieldPath, dir: &Path, explicit: bool) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(_) => {
+                if explicit {
+                    self.error(field, format!("no such folder: {}", dir.display()));
+                }
+                return;
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.errors.push(ConfigError {
+                        file,
+                        line: None,
+                        column: None,
+                        field: String::new(),
+                        problem: format!("cannot read: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if let Err(e) = text.parse::<toml::Table>() {
+                let pos = e.span().map(|s| Locator::new(&text).line_col(s.start));
+                self.errors.push(ConfigError {
+                    file,
+                    line: pos.map(|p| p.0),
+                    column: pos.map(|p| p.1),
+                    field: String::new(),
+                    problem: e.message().trim().to_string(),
+                });
+            }
         }
     }
 

@@ -137,6 +137,9 @@ pub(crate) fn from_micros(v: i64) -> DateTime<Utc> {
     Utc.timestamp_micros(v).single().unwrap_or_default()
 }
 
+/// The newest taken message with the same key: id, body hash, stored ACK, ACK code.
+type PriorTaken = (i64, Vec<u8>, Option<Vec<u8>>, Option<String>);
+
 fn commit_batch(
     conn: &mut Connection,
     batch: &[NewMessage],
@@ -149,7 +152,7 @@ fn commit_batch(
     for m in batch {
         let mut reuse = false;
         if m.fate.is_taken() && !m.key.control_id.is_empty() {
-            let prior: Option<(i64, Vec<u8>, Option<Vec<u8>>, Option<String>)> = tx
+            let prior: Option<PriorTaken> = tx
                 .prepare_cached(
                     "SELECT id, body_sha256, ack, ack_code FROM messages
                      WHERE msh3 = ?1 AND msh4 = ?2 AND control_id = ?3 AND taken = 1

@@ -20,8 +20,11 @@ pub(super) enum Command {
     /// Commit a message and answer.
     Commit(Box<NewMessage>, oneshot::Sender<Result<Committed, ()>>),
     /// Run something else against the storage, in queue order.
-    Run(Box<dyn FnOnce(&mut dyn Storage) + Send>),
+    Run(StorageTask),
 }
+
+/// A closure run on the committer thread against the storage.
+pub(super) type StorageTask = Box<dyn FnOnce(&mut dyn Storage) + Send>;
 
 pub(super) fn spawn(
     storage: Box<dyn Storage>,
