@@ -411,8 +411,16 @@ impl Validator<'_> {
 
         let rosters_dir = self.path(raw.rosters_dir.as_deref().unwrap_or("rosters"));
         let mappings_dir = self.path(raw.mappings_dir.as_deref().unwrap_or("mappings"));
-        self.toml_folder(&root.key("rosters_dir"), &rosters_dir, raw.rosters_dir.is_some());
-        self.toml_folder(&root.key("mappings_dir"), &mappings_dir, raw.mappings_dir.is_some());
+        self.toml_folder(
+            &root.key("rosters_dir"),
+            &rosters_dir,
+            raw.rosters_dir.is_some(),
+        );
+        self.toml_folder(
+            &root.key("mappings_dir"),
+            &mappings_dir,
+            raw.mappings_dir.is_some(),
+        );
 
         Config {
             source: self.file.clone(),

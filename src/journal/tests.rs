@@ -156,13 +156,15 @@ impl Storage for Faulty {
         now: chrono::DateTime<Utc>,
         w: Duration,
     ) -> Result<Vec<Committed>, StorageError> {
-        if let Some(e) = self.failing.lock().unwrap().take() {
-            *self.failing.lock().unwrap() = Some(match &e {
+        let mut failing = self.failing.lock().unwrap();
+        if let Some(e) = failing.take() {
+            *failing = Some(match &e {
                 StorageError::Full => StorageError::Full,
                 _ => StorageError::Io("EIO".into()),
             });
             return Err(e);
         }
+        drop(failing);
         self.inner.commit(batch, now, w)
     }
     fn messages(&mut self, q: &MessageQuery) -> Result<Vec<MessageSummary>, StorageError> {

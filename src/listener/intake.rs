@@ -219,15 +219,8 @@ impl Intake<'_> {
             Err(e) => {
                 let sniffed = Header::sniff(text);
                 let sender = self.claimed(&sniffed).map(|s| s.name.clone());
-                let outcome = if e.location.field == 9
-                    || e.location.field == 11
-                    || e.location.field == 12
-                    || e.code.is_reject()
-                {
-                    Outcome::HeaderRejected(report(&e))
-                } else {
-                    Outcome::ContentRejected(report(&e))
-                };
+                // A broken MSH is a header problem: CR in enhanced mode.
+                let outcome = Outcome::HeaderRejected(report(&e));
                 return self.finish(
                     sniffed,
                     sender.as_deref(),

@@ -7,7 +7,9 @@
 //! - `untrusted`: `lab.example.org`, issued by another CA;
 //! - `expired`: `lab.example.org`, trusted CA but `not_after` in 2021;
 //! - `revoked`: `lab.example.org`, trusted CA but listed in the CA's CRL;
-//! - `nurse_call`: `nurse-call.example.org`, trusted but on no allowlist.
+//! - `nurse_call`: `nurse-call.example.org`, trusted but on no allowlist;
+//! - `lab_mixed_case`: `Lab.Example.ORG`, trusted; identities match
+//!   case-insensitively.
 
 #![allow(dead_code)]
 
@@ -55,6 +57,8 @@ pub struct Pki {
     pub expired: ClientFiles,
     pub revoked: ClientFiles,
     pub nurse_call: ClientFiles,
+    /// `Lab.Example.ORG`: the allowed identity in other letter case.
+    pub lab_mixed_case: ClientFiles,
 }
 
 fn ca_params(cn: &str) -> CertificateParams {
@@ -172,6 +176,13 @@ impl Pki {
             &ca,
         );
 
+        let lab_mixed_case = issue(
+            d,
+            "lab-mixed-case",
+            leaf_params("Lab.Example.ORG", &["Lab.Example.ORG"], 0x5b_0007, true),
+            &ca,
+        );
+
         let crl = CertificateRevocationListParams {
             this_update: date_time_ymd(2025, 1, 1),
             next_update: date_time_ymd(2099, 1, 1),
@@ -199,6 +210,7 @@ impl Pki {
             expired,
             revoked,
             nurse_call,
+            lab_mixed_case,
             dir,
         }
     }

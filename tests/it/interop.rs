@@ -51,7 +51,10 @@ fn setup(what: &str) -> Result<(), String> {
         ));
     }
     if started.elapsed() > Duration::from_secs(2) {
-        eprintln!("interop: {what} clients installed in {:?}", started.elapsed());
+        eprintln!(
+            "interop: {what} clients installed in {:?}",
+            started.elapsed()
+        );
     }
     Ok(())
 }
@@ -191,7 +194,11 @@ async fn python_hl7_mllp_send_several_messages_and_a_batch_from_one_file() {
         .collect();
     assert_eq!(
         msas,
-        vec!["MSA|AA|PYBATCH-M1", "MSA|AA|PYBATCH-M2", "MSA|AA|PYBATCH-M3"],
+        vec![
+            "MSA|AA|PYBATCH-M1",
+            "MSA|AA|PYBATCH-M2",
+            "MSA|AA|PYBATCH-M3"
+        ],
         "{:?}",
         acks[0]
     );
@@ -233,7 +240,11 @@ async fn python_hl7_mllp_send_corpus_files_get_the_same_answer_as_raw_tcp() {
         })
         .filter(|(_, m)| matches!(field(m, "MSH", 15).trim(), "" | "AL"))
         .collect();
-    assert!(answered.len() >= 12, "corpus too small: {} usable files", answered.len());
+    assert!(
+        answered.len() >= 12,
+        "corpus too small: {} usable files",
+        answered.len()
+    );
     // 12 files spread evenly over the sorted list: deterministic, and every
     // message family (ADT, MDM, ORU, OML, SIU, VXU, ...) is likely hit.
     let chosen: Vec<&(String, String)> = (0..12)
@@ -246,13 +257,16 @@ async fn python_hl7_mllp_send_corpus_files_get_the_same_answer_as_raw_tcp() {
     let dir = tempfile::tempdir().unwrap();
     let mut summary = Vec::new();
     for (name, message) in chosen {
-        assert!(message.starts_with("MSH|^~\\&|"), "{name}: not an MSH message");
+        assert!(
+            message.starts_with("MSH|^~\\&|"),
+            "{name}: not an MSH message"
+        );
         assert_eq!(
             message.matches("\rMSH|").count(),
             0,
             "{name}: one message per file expected"
         );
-        let control_id = field(&message, "MSH", 10);
+        let control_id = field(message, "MSH", 10);
         let copy = dir.path().join(name);
         std::fs::write(&copy, message).unwrap();
 
@@ -267,8 +281,16 @@ async fn python_hl7_mllp_send_corpus_files_get_the_same_answer_as_raw_tcp() {
             "{name}: mllp_send got {:?}, raw TCP got {raw_ack:?}",
             acks[0]
         );
-        assert_eq!(field(&acks[0], "MSA", 2), control_id, "{name}: MSA-2 = MSH-10");
-        assert_eq!(field(&raw_ack, "MSA", 2), control_id, "{name}: MSA-2 = MSH-10");
+        assert_eq!(
+            field(&acks[0], "MSA", 2),
+            control_id,
+            "{name}: MSA-2 = MSH-10"
+        );
+        assert_eq!(
+            field(&raw_ack, "MSA", 2),
+            control_id,
+            "{name}: MSA-2 = MSH-10"
+        );
         assert!(
             ["AA", "AE", "AR", "CA", "CE", "CR"].contains(&py_code.as_str()),
             "{name}: an acknowledgement code expected, got {py_code}"

@@ -244,6 +244,24 @@ async fn allowed_client_certificate_is_accepted_and_its_identity_journaled() {
 }
 
 #[tokio::test]
+async fn certificate_identities_match_the_allowlist_case_insensitively() {
+    let pki = Pki::generate();
+    let gw = start_tls_gateway(&pki, true).await;
+    let config = certs::client_config(&pki, Some(&pki.lab_mixed_case), MODERN);
+    let stream = connect_tls(gw.addr(), config)
+        .await
+        .expect("the trusted client completes the handshake");
+    let ack = MllpStream::new(stream)
+        .roundtrip(&oru("MIXED-CASE-1"))
+        .await;
+    assert_eq!(
+        ack_code(&ack),
+        "AA",
+        "`Lab.Example.ORG` must match the allowlist entry `{LAB_ID}`: {ack:?}"
+    );
+}
+
+#[tokio::test]
 async fn only_tls_1_2_and_1_3_can_be_negotiated() {
     let pki = Pki::generate();
     let gw = start_tls_gateway(&pki, true).await;
