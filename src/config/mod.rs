@@ -44,6 +44,12 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// Sender table, in file order (first match wins).
     pub senders: Vec<SenderConfig>,
+    /// Key-encryption keys.
+    pub keys: KeysConfig,
+    /// Audit trail.
+    pub audit: AuditConfig,
+    /// Retention schedules.
+    pub retention: RetentionConfig,
     /// Roster folder.
     pub rosters_dir: PathBuf,
     /// Mapping folder.
@@ -99,6 +105,47 @@ pub struct TlsConfig {
     pub crls: Vec<PathBuf>,
     /// A TLS handshake must finish within this long.
     pub handshake_timeout: Duration,
+}
+
+/// `[keys]`: where the key-encryption keys live, apart from the data.
+#[derive(Clone, Debug)]
+pub struct KeysConfig {
+    /// Folder of key files (`kek-<id>.key`, mode 0600). The first key is
+    /// generated on first start when the folder holds none.
+    pub dir: PathBuf,
+    /// When set, the key-encryption key is read (hex) from this environment
+    /// variable instead of the folder.
+    pub env: Option<String>,
+}
+
+/// `[audit]`: the hash-chained audit log and its signed checkpoints.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// Checkpoint origin line, naming this log (e.g. `switchboard.example-hospital/audit`).
+    pub origin: String,
+    /// Ed25519 signing key file (generated on first start, mode 0600).
+    pub signing_key: PathBuf,
+    /// A second location for checkpoints, standing for "off the box".
+    pub checkpoint_dir: Option<PathBuf>,
+    /// A checkpoint after this many records...
+    pub checkpoint_every: u64,
+    /// ...or after this long, whichever comes first.
+    pub checkpoint_interval: Duration,
+}
+
+/// `[retention]`: how long each category is kept before crypto-erase.
+#[derive(Clone, Debug)]
+pub struct RetentionConfig {
+    /// Raw messages.
+    pub raw_messages: Duration,
+    /// Parsed events.
+    pub events: Duration,
+    /// Alerts.
+    pub alerts: Duration,
+    /// Deliveries.
+    pub deliveries: Duration,
+    /// The audit trail (at least six years).
+    pub audit: Duration,
 }
 
 /// `[http]`
@@ -409,6 +456,71 @@ impl Validator<'_> {
             self.demo_rules(&mllp, &http, &senders);
         }
 
+        let keys = KeysConfig {
+            dir: self.path(raw.keys.dir.as_deref().unwrap_or("keys")),
+            env: raw.keys.env.clone(),
+        };
+        let a = root.key("audit");
+        let audit = AuditConfig {
+            origin: raw
+                .audit
+                .origin
+                .clone()
+                .unwrap_or_else(|| "switchboard/audit".to_string()),
+            signing_key: self.path(
+                raw.audit
+                    .signing_key
+                    .as_deref()
+                    .unwrap_or("keys/audit-signing.key"),
+            ),
+            checkpoint_dir: raw.audit.checkpoint_dir.as_deref().map(|d| self.path(d)),
+            checkpoint_every: self.positive(
+                &a.key("checkpoint_every"),
+                raw.audit.checkpoint_every,
+                1000,
+            ),
+            checkpoint_interval: Duration::from_secs(self.positive(
+                &a.key("checkpoint_secs"),
+                raw.audit.checkpoint_secs,
+                60,
+            )),
+        };
+        if audit.origin.trim().is_empty() || audit.origin.contains('\n') {
+            self.error(&a.key("origin"), "must be one non-empty line");
+        }
+        let r = root.key("retention");
+        let rr = &raw.retention;
+        let day = 24 * 3600;
+        let retention = RetentionConfig {
+            raw_messages: Duration::from_secs(
+                day * self.positive(&r.key("raw_messages_days"), rr.raw_messages_days, 30),
+            ),
+            events: Duration::from_secs(
+                day * self.positive(&r.key("events_days"), rr.events_days, 365),
+            ),
+            alerts: Duration::from_secs(
+                day * self.positive(&r.key("alerts_days"), rr.alerts_days, 365),
+            ),
+            deliveries: Duration::from_secs(
+                day * self.positive(&r.key("deliveries_days"), rr.deliveries_days, 365),
+            ),
+            audit: Duration::from_secs(
+                365 * day * self.positive(&r.key("audit_years"), rr.audit_years, 6),
+            ),
+        };
+        if rr.audit_years.is_some_and(|y| y < 6) {
+            self.error(
+                &r.key("audit_years"),
+                "HIPAA documentation must be kept at least six years",
+            );
+        }
+        if retention.raw_messages < storage.dedup_window {
+            self.error(
+                &r.key("raw_messages_days"),
+                "raw messages must be kept at least as long as the duplicate window",
+            );
+        }
+
         let rosters_dir = self.path(raw.rosters_dir.as_deref().unwrap_or("rosters"));
         let mappings_dir = self.path(raw.mappings_dir.as_deref().unwrap_or("mappings"));
         self.toml_folder(
@@ -430,6 +542,9 @@ impl Validator<'_> {
             http,
             outbox,
             senders,
+            keys,
+            audit,
+            retention,
             rosters_dir,
             mappings_dir,
         }

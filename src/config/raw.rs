@@ -26,6 +26,15 @@ pub struct RawConfig {
     /// The senders allowed to feed this gateway.
     #[serde(default)]
     pub senders: Vec<RawSender>,
+    /// Key-encryption keys for PHI at rest.
+    #[serde(default)]
+    pub keys: RawKeys,
+    /// The tamper-evident audit trail.
+    #[serde(default)]
+    pub audit: RawAudit,
+    /// Retention schedules.
+    #[serde(default)]
+    pub retention: RawRetention,
     /// Folder of roster files (relative to this file).
     pub rosters_dir: Option<String>,
     /// Folder of mapping files (relative to this file).
@@ -115,4 +124,34 @@ pub struct RawSender {
 
 fn default_true() -> bool {
     true
+}
+
+/// `[keys]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    pub dir: Option<String>,
+    pub env: Option<String>,
+}
+
+/// `[audit]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub origin: Option<String>,
+    pub signing_key: Option<String>,
+    pub checkpoint_dir: Option<String>,
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_secs: Option<u64>,
+}
+
+/// `[retention]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub raw_messages_days: Option<u64>,
+    pub events_days: Option<u64>,
+    pub alerts_days: Option<u64>,
+    pub deliveries_days: Option<u64>,
+    pub audit_years: Option<u64>,
 }

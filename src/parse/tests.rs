@@ -667,7 +667,10 @@ fn expected_corpus_failure(name: &str) -> Option<(ErrorCode, &'static str)> {
 #[test]
 fn corpus_files() {
     let Some(files) = corpus() else {
-        println!(
+        // Written to stderr directly: libtest's capture would hide a print!.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "corpus not found at {}: skipping corpus test",
             corpus_dir().display()
         );

@@ -134,8 +134,8 @@ async fn real_full_filesystem_answers_ar_207_and_recovers_when_space_returns() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !mounted {
-        eprintln!(
-            "cannot mount a tmpfs here (needs root): skipping the real full-filesystem test; the injected-fault test covers the behaviour"
+        note(
+            "cannot mount a tmpfs here (needs root): skipping the real full-filesystem test; the injected-fault test covers the behaviour",
         );
         return;
     }

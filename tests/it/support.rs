@@ -246,7 +246,19 @@ pub fn corpus_dir() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!("corpus not found at {}: skipping corpus test", p.display());
+        // Written to stderr directly: libtest's capture would hide eprintln!.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "corpus not found at {}: skipping corpus test",
+            p.display()
+        );
         None
     }
+}
+
+/// Prints a line that libtest's output capture does not hide (for skips).
+pub fn note(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -297,7 +297,9 @@ async fn only_tls_1_2_and_1_3_can_be_negotiated() {
         .status()
         .is_err()
     {
-        eprintln!("openssl CLI not found: skipping the `openssl s_client -tls1_1/-tls1` part");
+        crate::support::note(
+            "openssl CLI not found: skipping the `openssl s_client -tls1_1/-tls1` part",
+        );
         return;
     }
     let port = gw.addr().port().to_string();
