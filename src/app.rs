@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::journal::{Journal, SqliteStorage, Storage, StorageError};
+use crate::journal::{self, Journal, SqliteStorage, Storage, StorageError};
 use crate::listener::ack::AckIds;
 use crate::listener::connection::Shared;
 use crate::listener::tls::TlsError;
@@ -50,8 +50,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts on the configured SQLite journal and the system clock.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let storage = SqliteStorage::open(&config.journal_path())?;
-        Gateway::start_with(config, Box::new(storage), Clock::system()).await
+        let clock = Clock::system();
+        let now = clock.now_utc();
+        let protection = journal::protection(&config, now)?;
+        let storage = SqliteStorage::open(&config.journal_path(), protection, now)?;
+        Gateway::start_with(config, Box::new(storage), clock).await
     }
 
     /// Starts on the given storage and clock (tests inject faults and time).

@@ -21,12 +21,17 @@
 //! - [`parse`]: HL7 v2 bytes -> text -> header -> [`event::ClinicalEvent`].
 //! - [`event`]: the one internal currency.
 //! - [`journal`]: the durable store (SQLite, group commit, duplicates, outbox).
+//! - [`seal`]: encryption at rest: data keys per category and day, wrapped
+//!   by a key-encryption key kept apart from the database.
+//! - [`audit`]: the hash-chained audit trail, signed checkpoints, verifier.
+//! - [`retention`]: retention schedules, crypto-erase, legal holds.
 //! - [`clock`]: the one injected clock.
 //! - [`telemetry`]: tracing and counters; never logs PHI.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -34,4 +39,6 @@ pub mod event;
 pub mod journal;
 pub mod listener;
 pub mod parse;
+pub mod retention;
+pub mod seal;
 pub mod telemetry;

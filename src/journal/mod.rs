@@ -48,10 +48,54 @@ pub use record::{
     Committed, DedupKey, Fate, MessageQuery, MessageSummary, NewMessage, OutboxEntry, OutboxItem,
     OutboxState,
 };
-pub use sqlite::SqliteStorage;
+pub use sqlite::{HoldSubject, Protection, SqliteStorage};
 pub use storage::{Storage, StorageError};
 
-use crate::config::StorageConfig;
+use std::sync::Arc as StdArc;
+
+use chrono::{DateTime, Utc};
+
+use crate::audit::Signer;
+use crate::config::{Config, StorageConfig};
+use crate::seal::{KeyDir, Keyring, LocalKek};
+
+/// Loads the keys that protect the journal: the key-encryption key (from
+/// the key folder, generating the first one on first start, or from the
+/// configured environment variable) and the audit signing key.
+pub fn protection(config: &Config, now: DateTime<Utc>) -> Result<Protection, StorageError> {
+    let keys_err = |e: crate::seal::SealError| StorageError::Keys(e.to_string());
+    let (key_dir, keyring) = match &config.keys.env {
+        Some(var) => {
+            let kek = LocalKek::from_env(var).map_err(keys_err)?;
+            (None, Keyring::new(StdArc::new(kek), Vec::new()))
+        }
+        None => {
+            let (dir, created) = KeyDir::load_or_create(&config.keys.dir, now).map_err(keys_err)?;
+            if created {
+                tracing::warn!(
+                    path = %dir.current_key_file().display(),
+                    "generated a new key-encryption key; keep it apart from the data directory and back it up: without it the journal cannot be read"
+                );
+                eprintln!(
+                    "switchboard: generated a new key-encryption key at {}",
+                    dir.current_key_file().display()
+                );
+            }
+            let keyring = Keyring::from_dir(&dir).map_err(keys_err)?;
+            (Some(dir), keyring)
+        }
+    };
+    let signer = Signer::load_or_generate(&config.audit.signing_key, &config.audit.origin)
+        .map_err(|e| StorageError::Audit(e.to_string()))?;
+    Ok(Protection {
+        key_dir,
+        keyring,
+        signer,
+        checkpoint_dir: config.audit.checkpoint_dir.clone(),
+        checkpoint_every: config.audit.checkpoint_every,
+        checkpoint_interval: config.audit.checkpoint_interval,
+    })
+}
 
 /// Why a commit did not happen. The message was not stored; the sender must
 /// be told to resend (AR/CE with ERR 207).
@@ -194,10 +238,10 @@ impl Journal {
         Journal { tx, health }
     }
 
-    /// Opens the SQLite journal of `config` and starts it.
-    pub fn open(config: &StorageConfig) -> Result<Journal, StorageError> {
-        let storage = SqliteStorage::open(&config.data_dir.join("journal.sqlite3"))?;
-        Ok(Journal::start(Box::new(storage), config))
+    /// Opens the SQLite journal of `config` with its keys and starts it.
+    pub fn open(config: &Config, now: DateTime<Utc>) -> Result<Journal, StorageError> {
+        let storage = SqliteStorage::open(&config.journal_path(), protection(config, now)?, now)?;
+        Ok(Journal::start(Box::new(storage), &config.storage))
     }
 
     /// Durably commits `message`; resolves after the commit (or with the

@@ -1,4 +1,9 @@
 //! The journal schema and its migrations (`PRAGMA user_version`).
+//!
+//! Version 1: messages (metadata, no PHI), message_bodies (sealed raw
+//! messages), events (sealed payloads, blind-indexed patient key), outbox,
+//! meta, plus the tables of [`crate::seal`], [`crate::audit`] and
+//! [`crate::retention`].
 
 use rusqlite::Connection;
 
@@ -18,7 +23,6 @@ CREATE TABLE messages (
     trigger_event    TEXT NOT NULL,
     processing_id    TEXT NOT NULL,
     batch_ref        TEXT,
-    raw              BLOB NOT NULL,
     raw_charset      TEXT NOT NULL,
     body_sha256      BLOB NOT NULL,
     fate             TEXT NOT NULL,
@@ -37,13 +41,18 @@ CREATE INDEX messages_dedup ON messages (msh3, msh4, control_id) WHERE taken = 1
 CREATE INDEX messages_received ON messages (received_at);
 CREATE INDEX messages_control_id ON messages (control_id);
 
+CREATE TABLE message_bodies (
+    message_id INTEGER PRIMARY KEY REFERENCES messages (id),
+    body       BLOB NOT NULL
+);
+
 CREATE TABLE events (
     id          INTEGER PRIMARY KEY,
     message_id  INTEGER NOT NULL REFERENCES messages (id),
     idx         INTEGER NOT NULL,
     kind        TEXT NOT NULL,
-    patient_key TEXT,
-    payload     TEXT NOT NULL
+    patient_key BLOB,
+    payload     BLOB NOT NULL
 );
 CREATE INDEX events_message ON events (message_id);
 CREATE INDEX events_patient ON events (patient_key, id);
@@ -81,7 +90,10 @@ pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     }
     if version < 1 {
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {V1} PRAGMA user_version = 1; COMMIT;"
+            "BEGIN IMMEDIATE; {V1} {} {} {} PRAGMA user_version = 1; COMMIT;",
+            crate::seal::SCHEMA,
+            crate::audit::SCHEMA,
+            crate::retention::SCHEMA,
         ))?;
     }
     Ok(())

@@ -2,11 +2,17 @@
 //! the SQLite default and the PostgreSQL backend (HA) are interchangeable,
 //! and tests can inject faults at this layer.
 
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::record::{Committed, MessageQuery, MessageSummary, NewMessage, OutboxItem, OutboxState};
+use super::sqlite::HoldSubject;
+use crate::audit::VerifyReport;
+use crate::config::RetentionConfig;
+use crate::retention::{Hold, PeriodStatus, PurgeReport};
+use crate::seal::RotationReport;
 
 /// Why storage failed. Carries SQLite's error class, never row content.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +26,12 @@ pub enum StorageError {
     /// The database file is corrupt or not a Switchboard journal.
     #[error("storage corrupt or incompatible: {0}")]
     Corrupt(String),
+    /// Keys for PHI at rest are missing or unusable (names key ids, never key bytes).
+    #[error("keys: {0}")]
+    Keys(String),
+    /// The audit chain could not be appended or checkpointed.
+    #[error("audit: {0}")]
+    Audit(String),
     /// Any other database error.
     #[error("storage error: {0}")]
     Other(String),
@@ -64,4 +76,113 @@ pub trait Storage: Send + 'static {
 
     /// Cheap check that the store can be written; used to recover after errors.
     fn probe(&mut self) -> Result<(), StorageError>;
+
+    /// Rotates the key-encryption key: re-wraps every data key (one
+    /// transaction), audited.
+    fn rotate_keys(
+        &mut self,
+        now: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<RotationReport, StorageError>;
+
+    /// Retention state of every (category, day).
+    fn retention_status(
+        &mut self,
+        cfg: &RetentionConfig,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PeriodStatus>, StorageError>;
+
+    /// Crypto-erases every due, unheld (category, day); each erase and each
+    /// suspension is audited.
+    fn purge(
+        &mut self,
+        cfg: &RetentionConfig,
+        now: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<PurgeReport, StorageError>;
+
+    /// Places a legal hold (audited); returns its id.
+    fn place_hold(
+        &mut self,
+        subject: HoldSubject,
+        reason: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StorageError>;
+
+    /// Releases a legal hold (audited).
+    fn release_hold(
+        &mut self,
+        id: i64,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError>;
+
+    /// Active legal holds.
+    fn holds(&mut self) -> Result<Vec<Hold>, StorageError>;
+
+    /// Verifies the audit chain and its checkpoints (and the off-box ones).
+    fn audit_verify(
+        &mut self,
+        external: Option<&Path>,
+        origin: &str,
+    ) -> Result<VerifyReport, StorageError>;
+}
+
+/// Implements the operator methods of [`Storage`] by delegating to the
+/// field `$inner` (for wrappers that change only the commit path, e.g. fault
+/// injection in tests).
+#[macro_export]
+macro_rules! delegate_admin_storage {
+    ($inner:ident) => {
+        fn rotate_keys(
+            &mut self,
+            now: ::chrono::DateTime<::chrono::Utc>,
+            actor: &str,
+        ) -> Result<$crate::seal::RotationReport, $crate::journal::StorageError> {
+            self.$inner.rotate_keys(now, actor)
+        }
+        fn retention_status(
+            &mut self,
+            cfg: &$crate::config::RetentionConfig,
+            now: ::chrono::DateTime<::chrono::Utc>,
+        ) -> Result<Vec<$crate::retention::PeriodStatus>, $crate::journal::StorageError> {
+            self.$inner.retention_status(cfg, now)
+        }
+        fn purge(
+            &mut self,
+            cfg: &$crate::config::RetentionConfig,
+            now: ::chrono::DateTime<::chrono::Utc>,
+            actor: &str,
+        ) -> Result<$crate::retention::PurgeReport, $crate::journal::StorageError> {
+            self.$inner.purge(cfg, now, actor)
+        }
+        fn place_hold(
+            &mut self,
+            subject: $crate::journal::HoldSubject,
+            reason: &str,
+            actor: &str,
+            now: ::chrono::DateTime<::chrono::Utc>,
+        ) -> Result<i64, $crate::journal::StorageError> {
+            self.$inner.place_hold(subject, reason, actor, now)
+        }
+        fn release_hold(
+            &mut self,
+            id: i64,
+            actor: &str,
+            now: ::chrono::DateTime<::chrono::Utc>,
+        ) -> Result<(), $crate::journal::StorageError> {
+            self.$inner.release_hold(id, actor, now)
+        }
+        fn holds(&mut self) -> Result<Vec<$crate::retention::Hold>, $crate::journal::StorageError> {
+            self.$inner.holds()
+        }
+        fn audit_verify(
+            &mut self,
+            external: Option<&::std::path::Path>,
+            origin: &str,
+        ) -> Result<$crate::audit::VerifyReport, $crate::journal::StorageError> {
+            self.$inner.audit_verify(external, origin)
+        }
+    };
 }

@@ -4,6 +4,20 @@ use chrono::{TimeZone, Utc};
 use std::sync::Mutex;
 use std::time::Duration;
 
+fn storage(dir: &std::path::Path) -> SqliteStorage {
+    let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    SqliteStorage::open(
+        &dir.join("journal.sqlite3"),
+        Protection::ephemeral("test/audit").unwrap(),
+        now,
+    )
+    .unwrap()
+}
+
+fn open_journal(dir: &std::path::Path) -> Journal {
+    Journal::start(Box::new(storage(dir)), &config(dir))
+}
+
 fn config(dir: &std::path::Path) -> StorageConfig {
     StorageConfig {
         data_dir: dir.to_path_buf(),
@@ -45,7 +59,7 @@ fn message(control_id: &str, body: &str, fate: Fate) -> NewMessage {
 #[test]
 fn journal_uses_wal_and_synchronous_full() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = SqliteStorage::open(&dir.path().join("j.sqlite3")).unwrap();
+    let mut s = storage(dir.path());
     let (mode, sync) = s.durability_settings().unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(sync, 2, "synchronous must be FULL");
@@ -54,7 +68,7 @@ fn journal_uses_wal_and_synchronous_full() {
 #[tokio::test]
 async fn resend_of_accepted_message_returns_stored_ack_and_adds_no_row() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(&config(dir.path())).unwrap();
+    let j = open_journal(dir.path());
     let first = j
         .commit(message("1", "body", Fate::Accepted))
         .await
@@ -83,7 +97,7 @@ async fn resend_of_accepted_message_returns_stored_ack_and_adds_no_row() {
 #[tokio::test]
 async fn same_control_id_with_other_body_is_a_control_id_reuse() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(&config(dir.path())).unwrap();
+    let j = open_journal(dir.path());
     j.commit(message("7", "one", Fate::Accepted)).await.unwrap();
     let r = j.commit(message("7", "two", Fate::Accepted)).await.unwrap();
     assert!(!r.is_duplicate());
@@ -93,7 +107,7 @@ async fn same_control_id_with_other_body_is_a_control_id_reuse() {
 #[tokio::test]
 async fn resend_of_rejected_message_is_processed_afresh() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(&config(dir.path())).unwrap();
+    let j = open_journal(dir.path());
     let a = j.commit(message("9", "x", Fate::Rejected)).await.unwrap();
     let b = j.commit(message("9", "x", Fate::Rejected)).await.unwrap();
     let c = j.commit(message("9", "x", Fate::Accepted)).await.unwrap();
@@ -104,7 +118,7 @@ async fn resend_of_rejected_message_is_processed_afresh() {
 #[tokio::test]
 async fn duplicates_outside_the_window_are_new_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(&config(dir.path())).unwrap();
+    let j = open_journal(dir.path());
     j.commit(message("5", "x", Fate::Accepted)).await.unwrap();
     let mut later = message("5", "x", Fate::Accepted);
     later.received_at += chrono::Duration::hours(2);
@@ -115,7 +129,7 @@ async fn duplicates_outside_the_window_are_new_messages() {
 #[tokio::test]
 async fn concurrent_commits_are_grouped_and_all_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(&config(dir.path())).unwrap();
+    let j = open_journal(dir.path());
     let mut tasks = Vec::new();
     for i in 0..400 {
         let j = j.clone();
@@ -133,7 +147,7 @@ async fn concurrent_commits_are_grouped_and_all_durable() {
     assert!(h.batches.load(Ordering::Relaxed) <= 400);
     drop(j);
     // Reopen: everything is there.
-    let mut s = SqliteStorage::open(&dir.path().join("journal.sqlite3")).unwrap();
+    let mut s = SqliteStorage::open_read_only(&dir.path().join("journal.sqlite3"), None).unwrap();
     let rows = s
         .messages(&MessageQuery {
             limit: 1000,
@@ -195,6 +209,7 @@ impl Storage for Faulty {
         }
         self.inner.probe()
     }
+    crate::delegate_admin_storage!(inner);
 }
 
 #[tokio::test]
@@ -202,7 +217,7 @@ async fn failed_commit_is_unavailable_and_journal_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let failing = Arc::new(Mutex::new(Some(StorageError::Full)));
     let storage = Faulty {
-        inner: SqliteStorage::open(&dir.path().join("journal.sqlite3")).unwrap(),
+        inner: storage(dir.path()),
         failing: failing.clone(),
     };
     let j = Journal::start(Box::new(storage), &config(dir.path()));

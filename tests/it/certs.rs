@@ -279,7 +279,7 @@ impl TlsGateway {
 /// Number of rows in the journal at `path`.
 pub fn journal_len(path: &Path) -> usize {
     use switchboard::journal::{MessageQuery, SqliteStorage, Storage};
-    let mut s = SqliteStorage::open_read_only(path)
+    let mut s = SqliteStorage::open_read_only(path, None)
         .unwrap_or_else(|e| panic!("open journal {}: {e}", path.display()));
     s.messages(&MessageQuery {
         limit: 1_000_000,

@@ -67,12 +67,15 @@ impl Storage for Faulty {
         self.check()?;
         self.inner.probe()
     }
+    switchboard::delegate_admin_storage!(inner);
 }
 
 async fn faulty_gateway(fault: Arc<Mutex<Option<&'static str>>>) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "");
-    let inner = SqliteStorage::open(&cfg.journal_path()).unwrap();
+    let now = Clock::system().now_utc();
+    let protection = switchboard::journal::protection(&cfg, now).unwrap();
+    let inner = SqliteStorage::open(&cfg.journal_path(), protection, now).unwrap();
     let gw = Gateway::start_with(cfg, Box::new(Faulty { inner, fault }), Clock::system())
         .await
         .unwrap();

@@ -232,7 +232,7 @@ PV1|1|I|ICU^101^A^HOSP\r"
 /// Rows of the journal for a control id, read with the CLI's own storage code.
 pub fn journal_rows(path: &Path, control_id: &str) -> Vec<switchboard::journal::MessageSummary> {
     use switchboard::journal::{MessageQuery, SqliteStorage, Storage};
-    let mut s = SqliteStorage::open_read_only(path).unwrap();
+    let mut s = SqliteStorage::open_read_only(path, None).unwrap();
     s.messages(&MessageQuery {
         control_id: Some(control_id.to_string()),
         limit: 1000,

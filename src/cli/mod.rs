@@ -1,15 +1,19 @@
-//! The command line: `serve`, `check`, `messages`. Exit codes: 0 success,
+//! The command line: `serve`, `check`, `messages`, and the compliance
+//! commands `audit`, `keys`, `retention`, `hold`. Exit codes: 0 success,
 //! 64 bad configuration or usage (before any port is bound), 1 runtime
-//! failure.
+//! failure (for `audit verify`: the log failed verification).
+
+mod compliance;
+mod messages;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigErrors};
-use crate::journal::{Fate, MessageQuery, SqliteStorage, Storage};
+use crate::journal::{Fate, MessageQuery};
 
 /// Exit code for a configuration or usage error (sysexits EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -78,9 +82,33 @@ pub enum Command {
         /// At most this many (newest first).
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Include the raw message (PHI).
+        /// Include the raw message (PHI; needs the key-encryption key).
         #[arg(long)]
         show_content: bool,
+    },
+    /// The audit trail: verify it, export it.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        action: compliance::AuditCommand,
+    },
+    /// Key-encryption keys: rotate.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: compliance::KeysCommand,
+    },
+    /// Retention: what is kept, held, due and erased; purge now.
+    Retention {
+        /// What to do.
+        #[command(subcommand)]
+        action: compliance::RetentionCommand,
+    },
+    /// Legal holds: place, release, list.
+    Hold {
+        /// What to do.
+        #[command(subcommand)]
+        action: compliance::HoldCommand,
     },
 }
 
@@ -170,12 +198,16 @@ pub fn main() -> ExitCode {
                 limit,
                 include_raw: show_content,
             };
-            list_messages(&cfg.journal_path(), &query, json)
+            messages::list(&cfg, &query, json)
         }
+        Command::Audit { action } => compliance::audit(action),
+        Command::Keys { action } => compliance::keys(action),
+        Command::Retention { action } => compliance::retention(action),
+        Command::Hold { action } => compliance::hold(action),
     }
 }
 
-fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
+pub(crate) fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
     let path = arg
         .config
         .clone()
@@ -206,64 +238,4 @@ fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
-}
-
-fn list_messages(path: &Path, query: &MessageQuery, json: bool) -> ExitCode {
-    let mut storage = match SqliteStorage::open_read_only(path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("switchboard: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let rows = match storage.messages(query) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("switchboard: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if json {
-        match serde_json::to_string_pretty(&rows) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("switchboard: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-        return ExitCode::SUCCESS;
-    }
-    println!(
-        "{:>8}  {:<24}  {:<12}  {:<9}  {:<20}  {:<9}  {:<4}  detail",
-        "id", "received (UTC)", "sender", "type", "control id", "fate", "ack"
-    );
-    for r in &rows {
-        let detail = match (&r.error_code, &r.error_location, &r.reason) {
-            (Some(c), Some(l), Some(why)) => format!("{c} at {l}: {why}"),
-            (Some(c), None, Some(why)) => format!("{c}: {why}"),
-            (_, _, Some(why)) => why.clone(),
-            _ => format!("{} event(s)", r.events),
-        };
-        let extra = if r.resends > 0 {
-            format!(" (resent {}x)", r.resends)
-        } else {
-            String::new()
-        };
-        println!(
-            "{:>8}  {:<24}  {:<12}  {:<9}  {:<20}  {:<9}  {:<4}  {detail}{extra}",
-            r.id,
-            r.received_at.format("%Y-%m-%d %H:%M:%S%.3f"),
-            r.sender.as_deref().unwrap_or("-"),
-            r.message_type,
-            r.control_id,
-            r.fate.as_str(),
-            r.ack_code.as_deref().unwrap_or("-"),
-        );
-        if let Some(raw) = &r.raw {
-            for line in raw.lines() {
-                println!("          {line}");
-            }
-        }
-    }
-    ExitCode::SUCCESS
 }
