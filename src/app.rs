@@ -122,6 +122,7 @@ impl Gateway {
             shutdown.clone(),
         ));
         tasks.spawn(recover_journal(shared.clone(), shutdown.clone()));
+        tasks.spawn(retention_schedule(shared.clone(), shutdown.clone()));
         Ok(Gateway {
             mllp_addr,
             http_addr,
@@ -157,6 +158,13 @@ impl Gateway {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        // Every task is done: ours is the last handle on the journal. Let
+        // the committer drain and close the store cleanly.
+        let journal = self.shared.journal.clone();
+        drop(self.shared);
+        if !journal.close(std::time::Duration::from_secs(30)).await {
+            tracing::warn!("journal did not close within 30 s");
+        }
     }
 }
 
@@ -170,6 +178,37 @@ async fn recover_journal(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         if !shared.journal.health().is_healthy() && shared.journal.probe().await {
             tracing::warn!("journal recovered; accepting messages again");
+        }
+    }
+}
+
+/// Applies the retention schedule: shortly after start, then hourly. Each
+/// due day is crypto-erased (held days are skipped); every step is audited.
+async fn retention_schedule(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut wait = std::time::Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        wait = std::time::Duration::from_secs(3600);
+        let cfg = shared.config.retention.clone();
+        let now = shared.clock.now_utc();
+        let result = shared
+            .journal
+            .with_storage(move |s| s.purge(&cfg, now, "system:retention"))
+            .await;
+        match result {
+            Ok(Ok(r)) if !r.erased.is_empty() => {
+                tracing::info!(
+                    erased = r.erased.len(),
+                    held = r.held.len(),
+                    "retention purge erased expired days"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "retention purge failed; will retry"),
+            Err(_) => return,
         }
     }
 }

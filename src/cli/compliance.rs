@@ -125,7 +125,8 @@ pub enum HoldCommand {
     },
 }
 
-fn actor(by: Option<String>) -> String {
+/// `user:<name>` from `--by` or `$USER`.
+pub(super) fn actor(by: Option<String>) -> String {
     match by.or_else(|| std::env::var("USER").ok()) {
         Some(name) => format!("user:{name}"),
         None => "user:unknown".to_string(),
@@ -163,7 +164,8 @@ pub(super) fn existing_protection(cfg: &Config) -> Result<Protection, StorageErr
     })
 }
 
-fn admin(cfg: &Config) -> Result<SqliteStorage, StorageError> {
+/// The journal opened for an operator change (keys must exist).
+pub(super) fn admin(cfg: &Config) -> Result<SqliteStorage, StorageError> {
     SqliteStorage::open_admin(&cfg.journal_path(), existing_protection(cfg)?)
 }
 

@@ -7,19 +7,13 @@ use crate::journal::{MessageQuery, SqliteStorage, Storage};
 
 /// Prints the message browser.
 pub(super) fn list(cfg: &Config, query: &MessageQuery, json: bool) -> ExitCode {
-    // Keys are needed only to show content; never create them here.
-    let protection = if query.include_raw {
-        match super::compliance::existing_protection(cfg) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                eprintln!("switchboard: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    // Content needs the keys, and every view is audited: open writable.
+    let opened = if query.include_raw {
+        super::compliance::admin(cfg)
     } else {
-        None
+        SqliteStorage::open_read_only(&cfg.journal_path(), None)
     };
-    let mut storage = match SqliteStorage::open_read_only(&cfg.journal_path(), protection) {
+    let mut storage = match opened {
         Ok(s) => s,
         Err(e) => {
             eprintln!("switchboard: {e}");

@@ -83,8 +83,12 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Include the raw message (PHI; needs the key-encryption key).
+        /// Every message shown is recorded in the audit trail.
         #[arg(long)]
         show_content: bool,
+        /// Who is viewing (default: $USER), for the audit trail.
+        #[arg(long)]
+        by: Option<String>,
     },
     /// The audit trail: verify it, export it.
     Audit {
@@ -176,6 +180,7 @@ pub fn main() -> ExitCode {
             message_type,
             limit,
             show_content,
+            by,
         } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
@@ -197,6 +202,10 @@ pub fn main() -> ExitCode {
                 since: None,
                 limit,
                 include_raw: show_content,
+                viewer: show_content.then(|| crate::journal::Viewer {
+                    actor: compliance::actor(by),
+                    at: crate::clock::Clock::system().now_utc(),
+                }),
             };
             messages::list(&cfg, &query, json)
         }

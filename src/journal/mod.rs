@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use record::{
     Committed, DedupKey, Fate, MessageQuery, MessageSummary, NewMessage, OutboxEntry, OutboxItem,
-    OutboxState,
+    OutboxState, Viewer,
 };
 pub use sqlite::{HoldSubject, Protection, SqliteStorage};
 pub use storage::{Storage, StorageError};
@@ -215,6 +215,7 @@ impl std::future::IntoFuture for PendingCommit {
 pub struct Journal {
     tx: mpsc::Sender<writer::Command>,
     health: Arc<Health>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Journal {
@@ -228,14 +229,18 @@ impl Journal {
             failures: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
         });
-        writer::spawn(
+        let thread = writer::spawn(
             storage,
             rx,
             config.commit_batch_max,
             config.dedup_window,
             health.clone(),
         );
-        Journal { tx, health }
+        Journal {
+            tx,
+            health,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        }
     }
 
     /// Opens the SQLite journal of `config` with its keys and starts it.
@@ -290,6 +295,17 @@ impl Journal {
         })
         .await
         .unwrap_or(false)
+    }
+
+    /// Closes this handle and, when it was the last one, waits (up to
+    /// `timeout`) for the committer thread to finish what is queued and to
+    /// close the store cleanly. Returns true when the thread finished.
+    pub async fn close(self, timeout: std::time::Duration) -> bool {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        drop(self);
+        let Some(thread) = thread else { return false };
+        let join = tokio::task::spawn_blocking(move || thread.join().is_ok());
+        matches!(tokio::time::timeout(timeout, join).await, Ok(Ok(true)))
     }
 
     /// True once the committer thread has stopped.

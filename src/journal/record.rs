@@ -187,8 +187,20 @@ pub struct MessageQuery {
     pub since: Option<DateTime<Utc>>,
     /// At most this many rows (newest first).
     pub limit: usize,
-    /// Include raw content (PHI).
+    /// Include raw content (PHI). Every message shown is audited as a PHI
+    /// view by `viewer`.
     pub include_raw: bool,
+    /// Who views the content and when, for the audit trail.
+    pub viewer: Option<Viewer>,
+}
+
+/// Someone viewing PHI.
+#[derive(Clone, Debug)]
+pub struct Viewer {
+    /// `user:alice`.
+    pub actor: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// An application acknowledgement waiting in the outbox.

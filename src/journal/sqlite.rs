@@ -722,6 +722,12 @@ impl SqliteStorage {
             mapped.collect::<Result<_, _>>()?
         };
         if q.include_raw {
+            if self.read_only {
+                return Err(Fail::Seal(SealError::Malformed(
+                    "content views are audited: open the journal writable",
+                )));
+            }
+            self.audit_views(conn, &rows.iter().map(|(r, _)| r.id).collect::<Vec<_>>(), q)?;
             let keyring = self.protection.as_mut().map(|p| &mut p.keyring);
             match keyring {
                 None => {
@@ -750,6 +756,39 @@ impl SqliteStorage {
             }
         }
         Ok(rows.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// Appends one `phi.viewed` record per message whose content is shown,
+    /// before it is shown.
+    fn audit_views(
+        &mut self,
+        conn: &mut Connection,
+        ids: &[i64],
+        q: &MessageQuery,
+    ) -> Result<(), Fail> {
+        let Some(viewer) = q.viewer.as_ref() else {
+            return Err(Fail::Seal(SealError::Malformed(
+                "content views need a viewer for the audit trail",
+            )));
+        };
+        let (viewer, now) = (viewer.actor.clone(), viewer.at);
+        self.chain.reset();
+        let tx = conn.transaction()?;
+        for id in ids {
+            self.chain.append(
+                &tx,
+                &AuditRecord::new(
+                    now,
+                    &viewer,
+                    "phi.viewed",
+                    format!("message:{id}"),
+                    "cli",
+                    "ok",
+                ),
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Runs `op` and appends its audit record in one transaction. `op`

@@ -100,7 +100,7 @@ impl LocalKek {
     pub fn new_id(now: DateTime<Utc>) -> String {
         let mut r = [0u8; 2];
         OsRng.fill_bytes(&mut r);
-        format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), hex::encode(r))
+        format!("{}-{}", now.format("%Y%m%dT%H%M%S%6fZ"), hex::encode(r))
     }
 
     /// Reads a key file `kek-<id>.key` (64 hex digits). Refuses a file that

@@ -559,7 +559,7 @@ fn key_dir_is_created_once_private_and_reloads() {
     assert!(file.starts_with(&dir));
     let name = file.file_name().unwrap().to_str().unwrap().to_string();
     assert!(
-        name.starts_with("kek-20261123T120000Z-") && name.ends_with(".key"),
+        name.starts_with("kek-20261123T120000000000Z-") && name.ends_with(".key"),
         "{name}"
     );
     assert_eq!(mode_of(&file), 0o600);

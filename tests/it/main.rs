@@ -17,5 +17,6 @@ mod duplicates;
 mod enhanced;
 mod interop;
 mod limits;
+mod sealed;
 mod storage_faults;
 mod tls;
