@@ -123,6 +123,9 @@ impl Gateway {
         ));
         tasks.spawn(recover_journal(shared.clone(), shutdown.clone()));
         tasks.spawn(retention_schedule(shared.clone(), shutdown.clone()));
+        if let Some(syslog) = shared.config.audit.syslog.clone() {
+            tasks.spawn(ship_audit(shared.clone(), syslog, shutdown.clone()));
+        }
         Ok(Gateway {
             mllp_addr,
             http_addr,
@@ -209,6 +212,78 @@ async fn retention_schedule(shared: Arc<Shared>, shutdown: CancellationToken) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "retention purge failed; will retry"),
             Err(_) => return,
+        }
+    }
+}
+
+/// Ships audit records to the SIEM (RFC 5424 over TLS, RFC 5425 framing)
+/// every `interval`, resuming after the last record the collector took; the
+/// position is kept in `<data_dir>/audit-syslog.cursor`.
+async fn ship_audit(
+    shared: Arc<Shared>,
+    cfg: crate::config::SyslogConfig,
+    shutdown: CancellationToken,
+) {
+    let cursor_file = shared.config.storage.data_dir.join("audit-syslog.cursor");
+    let target = crate::audit::SyslogTlsTarget {
+        addr: cfg.address.clone(),
+        server_name: cfg.server_name.clone(),
+        ca_file: cfg.ca.clone(),
+        hostname: std::env::var("HOSTNAME").unwrap_or_else(|_| "switchboard".to_string()),
+        app: "switchboard".to_string(),
+        timeout: std::time::Duration::from_secs(10),
+    };
+    let mut after: u64 = std::fs::read_to_string(&cursor_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let records = match shared
+            .journal
+            .with_storage(move |s| s.audit_records(after, 1000))
+            .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "audit export: cannot read records");
+                continue;
+            }
+            Err(_) => return,
+        };
+        if records.is_empty() {
+            continue;
+        }
+        let shipped = async {
+            let mut sender = target.connect().await?;
+            let last = sender.send(&records).await?;
+            sender.close().await?;
+            Ok::<_, crate::audit::AuditError>(last)
+        }
+        .await;
+        match shipped {
+            Ok(Some(last)) => {
+                after = last;
+                let tmp = cursor_file.with_extension("cursor.tmp");
+                if std::fs::write(&tmp, after.to_string()).is_ok() {
+                    let _ = std::fs::rename(&tmp, &cursor_file);
+                }
+                if failing {
+                    tracing::warn!("audit export to the SIEM works again");
+                    failing = false;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e, collector = %cfg.address, "audit export to the SIEM failed; will retry");
+                }
+                failing = true;
+            }
         }
     }
 }

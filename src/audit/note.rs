@@ -65,8 +65,9 @@ impl std::str::FromStr for VerifierKey {
     type Err = AuditError;
 
     fn from_str(s: &str) -> Result<VerifierKey, AuditError> {
-        let mut parts = s.trim().rsplitn(3, '+');
-        let (Some(key), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        // The name has no `+`, the id is hex; the base64 key may hold `+`.
+        let mut parts = s.trim().splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(AuditError::Note("verifier key: expected name+id+key"));
         };
         let raw = B64
@@ -293,5 +294,29 @@ mod unit {
         ] {
             assert!(parse_checkpoint(b).is_none(), "{b:?}");
         }
+    }
+
+    /// Regression: a verifier key whose base64 part holds `+` did not parse
+    /// (it was split from the right).
+    #[test]
+    fn verifier_key_with_plus_in_base64_round_trips() {
+        let mut seen_plus = 0;
+        for b in 0..=255u8 {
+            let vk = VerifierKey {
+                name: "example.org/audit".into(),
+                key: key(b).verifying_key(),
+            };
+            let text = vk.to_string();
+            if text
+                .rsplit('+')
+                .next()
+                .is_some_and(|_| text.matches('+').count() > 2)
+            {
+                seen_plus += 1;
+            }
+            let back: VerifierKey = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(back, vk);
+        }
+        assert!(seen_plus > 0, "the sweep covers keys with + in base64");
     }
 }

@@ -27,6 +27,13 @@ pub enum AuditCommand {
         #[arg(long, value_name = "DIR")]
         checkpoints: Option<PathBuf>,
     },
+    /// Print the checkpoint verifier key, to pin it as `[audit] trusted_key`
+    /// (and keep a copy off the box).
+    Key {
+        /// Configuration.
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Print records as JSON lines (for a SIEM).
     Export {
         /// Configuration.
@@ -189,7 +196,11 @@ pub(super) fn audit(cmd: AuditCommand) -> ExitCode {
                 Err(e) => return fail(e),
             };
             let external = checkpoints.or(cfg.audit.checkpoint_dir.clone());
-            match storage.audit_verify(external.as_deref(), &cfg.audit.origin) {
+            match storage.audit_verify(
+                external.as_deref(),
+                &cfg.audit.origin,
+                cfg.audit.trusted_key.as_ref(),
+            ) {
                 Ok(report) => {
                     println!("{report}");
                     if report.ok() {
@@ -197,6 +208,19 @@ pub(super) fn audit(cmd: AuditCommand) -> ExitCode {
                     } else {
                         ExitCode::FAILURE
                     }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        AuditCommand::Key { config } => {
+            let cfg = match with_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match Signer::load(&cfg.audit.signing_key, &cfg.audit.origin) {
+                Ok(s) => {
+                    println!("{}", s.verifier_key());
+                    ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
             }
@@ -210,33 +234,41 @@ pub(super) fn audit(cmd: AuditCommand) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let conn = match rusqlite::Connection::open_with_flags(
-                cfg.journal_path(),
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            ) {
-                Ok(c) => c,
+            let mut storage = match SqliteStorage::open_read_only(&cfg.journal_path(), None) {
+                Ok(s) => s,
                 Err(e) => return fail(e),
             };
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "switchboard".into());
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            let result = match format.as_str() {
-                "jsonl" => crate::audit::export_jsonl(&conn, after, &mut out).map(|_| ()),
-                "syslog" => {
-                    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "switchboard".into());
-                    crate::audit::read_records(&conn, after, usize::MAX).map(|records| {
-                        for r in records {
-                            let _ = writeln!(
-                                out,
-                                "{}",
-                                crate::audit::format_syslog(&r, &host, "switchboard")
-                            );
+            let mut after = after;
+            let result: Result<(), String> = loop {
+                let records = match storage.audit_records(after, 10_000) {
+                    Ok(r) => r,
+                    Err(e) => break Err(e.to_string()),
+                };
+                let Some(last) = records.last().map(|r| r.seq) else {
+                    break Ok(());
+                };
+                for r in &records {
+                    let line = match format.as_str() {
+                        "jsonl" => serde_json::to_string(r).map_err(|e| e.to_string()),
+                        "syslog" => Ok(crate::audit::format_syslog(r, &host, "switchboard")),
+                        other => {
+                            eprintln!("switchboard: unknown format `{other}` (jsonl, syslog)");
+                            return ExitCode::from(super::EXIT_CONFIG);
                         }
-                    })
+                    };
+                    match line {
+                        Ok(l) => {
+                            if writeln!(out, "{l}").is_err() {
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                        Err(e) => return fail(e),
+                    }
                 }
-                other => {
-                    eprintln!("switchboard: unknown format `{other}` (jsonl, syslog)");
-                    return ExitCode::from(super::EXIT_CONFIG);
-                }
+                after = last;
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

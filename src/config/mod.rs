@@ -131,6 +131,25 @@ pub struct AuditConfig {
     pub checkpoint_every: u64,
     /// ...or after this long, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// The checkpoint verifier key as known off the box (`switchboard audit
+    /// key` prints it); `audit verify` then refuses a log re-signed with any
+    /// other key.
+    pub trusted_key: Option<crate::audit::VerifierKey>,
+    /// Ship every audit record to a SIEM as RFC 5424 syslog over TLS.
+    pub syslog: Option<SyslogConfig>,
+}
+
+/// `[audit] syslog_*`: a SIEM collector (RFC 5425, syslog over TLS).
+#[derive(Clone, Debug)]
+pub struct SyslogConfig {
+    /// `host:port` (6514 is the registered port).
+    pub address: String,
+    /// Name the collector's certificate must carry.
+    pub server_name: String,
+    /// CA bundle (PEM) that issues the collector's certificate.
+    pub ca: PathBuf,
+    /// How often new records are shipped.
+    pub interval: Duration,
 }
 
 /// `[retention]`: how long each category is kept before crypto-erase.
@@ -484,6 +503,67 @@ impl Validator<'_> {
                 raw.audit.checkpoint_secs,
                 60,
             )),
+            trusted_key: None,
+            syslog: None,
+        };
+        let audit = AuditConfig {
+            trusted_key: match raw.audit.trusted_key.as_deref() {
+                None => None,
+                Some(k) => match k.parse::<crate::audit::VerifierKey>() {
+                    Ok(key) => Some(key),
+                    Err(_) => {
+                        self.error(
+                            &a.key("trusted_key"),
+                            "not a verifier key (copy the line `switchboard audit key` prints)",
+                        );
+                        None
+                    }
+                },
+            },
+            syslog: match raw.audit.syslog_address.as_deref() {
+                None => None,
+                Some(addr) => {
+                    let host = addr.rsplit_once(':').map(|x| x.0).unwrap_or("");
+                    if host.is_empty()
+                        || addr
+                            .rsplit_once(':')
+                            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+                    {
+                        self.error(&a.key("syslog_address"), "expected host:port");
+                    }
+                    let ca = match raw.audit.syslog_ca.as_deref() {
+                        Some(c) => self.path(c),
+                        None => {
+                            self.error(
+                                &a.key("syslog_ca"),
+                                "required with `syslog_address`: the collector's CA (PEM)",
+                            );
+                            PathBuf::new()
+                        }
+                    };
+                    if !ca.as_os_str().is_empty() && !ca.is_file() {
+                        self.error(
+                            &a.key("syslog_ca"),
+                            format!("no such file: {}", ca.display()),
+                        );
+                    }
+                    Some(SyslogConfig {
+                        address: addr.to_string(),
+                        server_name: raw
+                            .audit
+                            .syslog_server_name
+                            .clone()
+                            .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string()),
+                        ca,
+                        interval: Duration::from_secs(self.positive(
+                            &a.key("syslog_interval_secs"),
+                            raw.audit.syslog_interval_secs,
+                            5,
+                        )),
+                    })
+                }
+            },
+            ..audit
         };
         if audit.origin.trim().is_empty() || audit.origin.contains('\n') {
             self.error(&a.key("origin"), "must be one non-empty line");

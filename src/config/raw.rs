@@ -143,6 +143,11 @@ pub struct RawAudit {
     pub checkpoint_dir: Option<String>,
     pub checkpoint_every: Option<u64>,
     pub checkpoint_secs: Option<u64>,
+    pub trusted_key: Option<String>,
+    pub syslog_address: Option<String>,
+    pub syslog_server_name: Option<String>,
+    pub syslog_ca: Option<String>,
+    pub syslog_interval_secs: Option<u64>,
 }
 
 /// `[retention]`

@@ -4,17 +4,27 @@
 //! # Storage format (SQLite, `<data_dir>/journal.sqlite3`, WAL, `synchronous=FULL`)
 //!
 //! - `messages`: one row per received message (accepted, filtered or
-//!   rejected): receive time (µs since the Unix epoch, UTC), peer, configured
-//!   sender, MSH-3/MSH-4/MSH-10 as sent, type, trigger, processing id, the raw
-//!   bytes (`raw_charset` = `frame` for the frame as received, `UTF-8` for a
-//!   message split out of a batch), SHA-256 of the normalised text, fate and
-//!   reason, HL7 error code and location, and the acknowledgement exactly as
-//!   sent (`ack`, without MLLP framing). `taken = 1` marks accepted and
-//!   filtered messages: only they count for duplicate detection.
-//! - `events`: the `ClinicalEvent`s of a message, as JSON, with a patient key
-//!   for per-patient ordering (`id` order is commit order).
+//!   rejected), holding no PHI: receive time (µs since the Unix epoch, UTC),
+//!   peer, configured sender, MSH-3/MSH-4/MSH-10 as sent, type, trigger,
+//!   processing id, `raw_charset` (`frame` for the frame as received,
+//!   `UTF-8` for a message split out of a batch), `body_key` (a keyed blind
+//!   index of the SHA-256 of the normalised text), fate and reason, HL7
+//!   error code and location, and the acknowledgement exactly as sent (`ack`,
+//!   without MLLP framing; it echoes only MSH header fields). `taken = 1`
+//!   marks accepted and filtered messages: only they count for duplicate
+//!   detection.
+//! - `message_bodies`: the raw message, sealed (category `raw`, associated
+//!   data `message_bodies\0<id>`); deleted by retention.
+//! - `events`: the `ClinicalEvent`s of a message as sealed JSON (category
+//!   `event`, associated data `events\0<id>`), with `patient_key`, a blind
+//!   index of the first patient identifier, for per-patient ordering and
+//!   legal holds (`id` order is commit order).
 //! - `outbox`: application acknowledgements waiting for delivery.
-//! - `meta`: bookkeeping.
+//! - `audit`, `audit_checkpoints`, `audit_keys`: the hash-chained audit
+//!   trail ([`crate::audit`]); one `message.received` (or
+//!   `message.duplicate`) record per message, in the same transaction.
+//! - `data_keys`, `seal_meta`: wrapped data keys ([`crate::seal`]).
+//! - `legal_holds` ([`crate::retention`]), `meta`: bookkeeping.
 //!
 //! # Guarantees
 //!

@@ -24,7 +24,7 @@ CREATE TABLE messages (
     processing_id    TEXT NOT NULL,
     batch_ref        TEXT,
     raw_charset      TEXT NOT NULL,
-    body_sha256      BLOB NOT NULL,
+    body_key         BLOB NOT NULL,
     fate             TEXT NOT NULL,
     reason           TEXT,
     error_code       INTEGER,

@@ -476,10 +476,16 @@ impl SqliteStorage {
             })?;
         for m in batch {
             let mut reuse = false;
+            // The body hash is stored keyed (a blind index), so the journal
+            // holds nothing that could confirm a guessed message.
+            let body_key = self
+                .protection()?
+                .keyring
+                .blind_index(&tx, &m.body_sha256)?;
             if m.fate.is_taken() && !m.key.control_id.is_empty() {
                 let prior: Option<PriorTaken> = tx
                     .prepare_cached(
-                        "SELECT id, body_sha256, ack, ack_code FROM messages
+                        "SELECT id, body_key, ack, ack_code FROM messages
                          WHERE msh3 = ?1 AND msh4 = ?2 AND control_id = ?3 AND taken = 1
                            AND received_at >= ?4
                          ORDER BY id DESC LIMIT 1",
@@ -490,7 +496,7 @@ impl SqliteStorage {
                     )
                     .optional()?;
                 if let Some((id, hash, ack, ack_code)) = prior {
-                    if hash.as_slice() == m.body_sha256.as_slice() {
+                    if hash.as_slice() == body_key.as_slice() {
                         tx.prepare_cached(
                             "UPDATE messages SET resends = resends + 1, last_resend_at = ?2 WHERE id = ?1",
                         )?
@@ -521,7 +527,7 @@ impl SqliteStorage {
             tx.prepare_cached(
                 "INSERT INTO messages (id, received_at, peer, sender, msh3, msh4, control_id,
                     message_type, trigger_event, processing_id, batch_ref, raw_charset,
-                    body_sha256, fate, reason, error_code, error_location, ack_code, ack,
+                    body_key, fate, reason, error_code, error_location, ack_code, ack,
                     taken, control_id_reuse, event_count)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
                     ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
@@ -539,7 +545,7 @@ impl SqliteStorage {
                 m.processing_id,
                 m.batch_ref,
                 m.raw_charset,
-                m.body_sha256.as_slice(),
+                body_key.as_slice(),
                 m.fate.as_str(),
                 m.reason,
                 m.error_code,
@@ -1089,6 +1095,14 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
+    fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError> {
+        let rec = record.clone();
+        let outcome = rec.outcome.clone();
+        self.guarded(|s, c| s.audit_op(c, rec, |_, _| Ok((None, outcome))))?;
+        self.maybe_checkpoint(record.at, false);
+        Ok(())
+    }
+
     fn holds(&mut self) -> Result<Vec<retention::Hold>, StorageError> {
         self.guarded(|_, c| Ok(retention::active_holds(c)?))
     }
@@ -1097,8 +1111,30 @@ impl Storage for SqliteStorage {
         &mut self,
         external: Option<&Path>,
         origin: &str,
+        trusted_key: Option<&audit::VerifierKey>,
     ) -> Result<audit::VerifyReport, StorageError> {
-        self.guarded(|_, c| Ok(audit::verify(c, external, origin)?))
+        self.guarded(|_, c| {
+            // One read transaction: a consistent snapshot while the gateway appends.
+            let tx = c.transaction()?;
+            let report = audit::verify_with(
+                &tx,
+                &audit::VerifyOptions {
+                    origin,
+                    external,
+                    trusted_key,
+                },
+            )?;
+            tx.commit()?;
+            Ok(report)
+        })
+    }
+
+    fn audit_records(
+        &mut self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<audit::StoredRecord>, StorageError> {
+        self.guarded(|_, c| Ok(audit::read_records(c, after_seq, limit)?))
     }
 }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::record::{Committed, MessageQuery, MessageSummary, NewMessage, OutboxItem, OutboxState};
 use super::sqlite::HoldSubject;
-use crate::audit::VerifyReport;
+use crate::audit::{AuditRecord, StoredRecord, VerifierKey, VerifyReport};
 use crate::config::RetentionConfig;
 use crate::retention::{Hold, PeriodStatus, PurgeReport};
 use crate::seal::RotationReport;
@@ -77,6 +77,10 @@ pub trait Storage: Send + 'static {
     /// Cheap check that the store can be written; used to recover after errors.
     fn probe(&mut self) -> Result<(), StorageError>;
 
+    /// Appends one audit record on its own (events that change nothing
+    /// else in the store: refused TLS clients, deliveries, logins).
+    fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError>;
+
     /// Rotates the key-encryption key: re-wraps every data key (one
     /// transaction), audited.
     fn rotate_keys(
@@ -126,7 +130,15 @@ pub trait Storage: Send + 'static {
         &mut self,
         external: Option<&Path>,
         origin: &str,
+        trusted_key: Option<&VerifierKey>,
     ) -> Result<VerifyReport, StorageError>;
+
+    /// Audit records after `after_seq`, oldest first, at most `limit`.
+    fn audit_records(
+        &mut self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StorageError>;
 }
 
 /// Implements the operator methods of [`Storage`] by delegating to the
@@ -174,6 +186,12 @@ macro_rules! delegate_admin_storage {
         ) -> Result<(), $crate::journal::StorageError> {
             self.$inner.release_hold(id, actor, now)
         }
+        fn audit(
+            &mut self,
+            record: &$crate::audit::AuditRecord,
+        ) -> Result<(), $crate::journal::StorageError> {
+            self.$inner.audit(record)
+        }
         fn holds(&mut self) -> Result<Vec<$crate::retention::Hold>, $crate::journal::StorageError> {
             self.$inner.holds()
         }
@@ -181,8 +199,16 @@ macro_rules! delegate_admin_storage {
             &mut self,
             external: Option<&::std::path::Path>,
             origin: &str,
+            trusted_key: Option<&$crate::audit::VerifierKey>,
         ) -> Result<$crate::audit::VerifyReport, $crate::journal::StorageError> {
-            self.$inner.audit_verify(external, origin)
+            self.$inner.audit_verify(external, origin, trusted_key)
+        }
+        fn audit_records(
+            &mut self,
+            after_seq: u64,
+            limit: usize,
+        ) -> Result<Vec<$crate::audit::StoredRecord>, $crate::journal::StorageError> {
+            self.$inner.audit_records(after_seq, limit)
         }
     };
 }

@@ -110,9 +110,34 @@ async fn record(shared: &Shared, item: &OutboxItem, result: Attempt) {
         }
     };
     let id = item.id;
+    let audit = match state {
+        OutboxState::Delivered => Some("app-ack.delivered"),
+        OutboxState::Dead => Some("app-ack.dead"),
+        OutboxState::Pending => None,
+    }
+    .map(|action| {
+        crate::audit::AuditRecord::new(
+            now,
+            "system:outbox",
+            action,
+            format!("message:{}", item.message_id),
+            format!("sender:{}", item.destination),
+            if action == "app-ack.delivered" {
+                "ok"
+            } else {
+                "dead"
+            },
+        )
+    });
     let _ = shared
         .journal
-        .with_storage(move |s| s.outbox_update(id, state, at, error.as_deref()))
+        .with_storage(move |s| {
+            let r = s.outbox_update(id, state, at, error.as_deref());
+            if let (Ok(()), Some(rec)) = (&r, audit) {
+                let _ = s.audit(&rec);
+            }
+            r
+        })
         .await;
 }
 

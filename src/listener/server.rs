@@ -83,10 +83,12 @@ pub async fn run(
                         Ok(Err(e)) => {
                             Metrics::inc(&m.tls_handshake_failures);
                             tracing::info!(peer = %addr, error = %e, "TLS handshake refused");
+                            audit_refusal(&shared, addr, "handshake-refused");
                         }
                         Err(_) => {
                             Metrics::inc(&m.tls_handshake_failures);
                             tracing::info!(peer = %addr, "TLS handshake timed out");
+                            audit_refusal(&shared, addr, "handshake-timeout");
                         }
                     }
                 }
@@ -95,4 +97,20 @@ pub async fn run(
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
+}
+
+/// Records a refused TLS client in the audit trail (without waiting).
+fn audit_refusal(shared: &Arc<Shared>, addr: std::net::SocketAddr, outcome: &'static str) {
+    let rec = crate::audit::AuditRecord::new(
+        shared.clock.now_utc(),
+        format!("peer:{addr}"),
+        "tls.client-rejected",
+        "listener:mllp",
+        addr.to_string(),
+        outcome,
+    );
+    let journal = shared.journal.clone();
+    tokio::spawn(async move {
+        let _ = journal.with_storage(move |s| s.audit(&rec)).await;
+    });
 }

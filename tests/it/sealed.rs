@@ -158,6 +158,26 @@ async fn content_views_decrypt_and_are_audited_and_audit_verifies() {
     let (code, out, err) = run(bin().args(["audit", "verify", "--config"]).arg(&path));
     assert_eq!(code, 0, "clean log verifies: {out}{err}");
 
+    // Pinning the verifier key: the real one verifies, any other is refused.
+    let (code, key, _) = run(bin().args(["audit", "key", "--config"]).arg(&path));
+    assert_eq!(code, 0);
+    let base = std::fs::read_to_string(&path).unwrap();
+    let pinned = base.replace(
+        "[audit]\n",
+        &format!("[audit]\ntrusted_key = \"{}\"\n", key.trim()),
+    );
+    std::fs::write(&path, &pinned).unwrap();
+    let (code, out, err) = run(bin().args(["audit", "verify", "--config"]).arg(&path));
+    assert_eq!(code, 0, "pinned key verifies: {out}{err}");
+    let other = switchboard::audit::Signer::generate("test.switchboard/audit")
+        .unwrap()
+        .verifier_key()
+        .to_string();
+    std::fs::write(&path, pinned.replace(key.trim(), &other)).unwrap();
+    let (code, out, _) = run(bin().args(["audit", "verify", "--config"]).arg(&path));
+    assert_ne!(code, 0, "a log signed by another key is refused: {out}");
+    std::fs::write(&path, &base).unwrap();
+
     // An attacker edits one audit row directly in the file.
     let conn = rusqlite::Connection::open(dir.path().join("data/journal.sqlite3")).unwrap();
     conn.execute("UPDATE audit SET outcome = 'AE' WHERE seq = 5", [])
@@ -432,4 +452,96 @@ async fn purge_killed_at_random_moments_leaves_each_day_whole_or_erased() {
     assert_eq!(count_state(&st, "raw", "erased"), 40);
     let (code, out, _) = run(bin().args(["audit", "verify", "--config"]).arg(&path));
     assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn audit_records_are_shipped_to_a_siem_as_syslog_over_tls() {
+    use tokio::io::AsyncReadExt;
+    let pki = crate::certs::Pki::generate();
+    let server = switchboard::listener::tls::server_config(&switchboard::config::TlsConfig {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: None,
+        crls: vec![],
+        handshake_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // RFC 5425 octet counting: "LEN SP MSG".
+                    while let Some(sp) = buf.iter().position(|b| *b == b' ') {
+                        let Ok(len) = std::str::from_utf8(&buf[..sp]).unwrap().parse::<usize>()
+                        else {
+                            return;
+                        };
+                        if buf.len() < sp + 1 + len {
+                            break;
+                        }
+                        let msg = String::from_utf8_lossy(&buf[sp + 1..sp + 1 + len]).into_owned();
+                        buf.drain(..sp + 1 + len);
+                        let _ = tx.send(msg);
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n[audit]\norigin = \"test.switchboard/audit\"\nsyslog_address = \"{collector}\"\nsyslog_server_name = \"localhost\"\nsyslog_ca = \"{}\"\nsyslog_interval_secs = 1\n",
+        config_text(&dir.path().join("data"), ""),
+        pki.ca.display()
+    );
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, text).unwrap();
+    let gw = Gateway::start(config::load(&path).unwrap()).await.unwrap();
+    let mut c = Mllp::connect(gw.mllp_addr()).await;
+    for i in 0..5 {
+        c.roundtrip(&oru(&format!("SIEM{i}"))).await;
+    }
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while received
+        .iter()
+        .filter(|l: &&String| l.contains("message.received"))
+        .count()
+        < 5
+    {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(line)) => received.push(line),
+            _ => panic!("collector got {} lines: {received:?}", received.len()),
+        }
+    }
+    let line = received
+        .iter()
+        .find(|l| l.contains("message.received"))
+        .unwrap();
+    assert!(line.starts_with("<"), "RFC 5424 PRI: {line}");
+    assert!(
+        line.contains("[audit@32473 seq=\""),
+        "structured data: {line}"
+    );
+    assert!(received.iter().all(|l| !l.contains("ZZCANARY")), "ids only");
+    gw.shutdown().await;
+    let cursor = std::fs::read_to_string(dir.path().join("data/audit-syslog.cursor")).unwrap();
+    assert!(cursor.trim().parse::<u64>().unwrap() >= 5);
 }
