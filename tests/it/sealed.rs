@@ -545,3 +545,80 @@ async fn audit_records_are_shipped_to_a_siem_as_syslog_over_tls() {
     let cursor = std::fs::read_to_string(dir.path().join("data/audit-syslog.cursor")).unwrap();
     assert!(cursor.trim().parse::<u64>().unwrap() >= 5);
 }
+
+#[tokio::test]
+async fn phi_canary_never_reaches_the_logs_at_debug_level() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = sealed_config(dir.path());
+    let port = |_: ()| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (mllp, http) = (port(()), port(()));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args([
+            "--mllp",
+            &format!("127.0.0.1:{mllp}"),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{mllp}").parse().unwrap();
+    let mut c = None;
+    for _ in 0..100 {
+        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+            drop(s);
+            c = Some(Mllp::connect(addr).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = c.expect("gateway up");
+    // Accepted, rejected at every stage, duplicate, reuse, oversized-free junk.
+    c.roundtrip(&oru("LOG1")).await;
+    c.roundtrip(&oru("LOG1")).await;
+    c.roundtrip(&oru("LOG1").replace("6.9", "7.0")).await;
+    c.roundtrip(&oru("LOG2").replace("||6.9|", "||ZZCANARY|"))
+        .await;
+    c.roundtrip(&oru("LOG3").replace("|LAB|", "|ZZCANARY|"))
+        .await;
+    c.roundtrip(&oru("LOG4").replace("|P|2.5.1", "|ZZCANARY|2.5.1"))
+        .await;
+    c.roundtrip(&adt_a01("LOG5").replace("PV1|1|I|", "PV1|1|ZZCANARY|"))
+        .await;
+    c.send_raw(b"ZZCANARY junk before a frame").await;
+    c.roundtrip("ZZCANARY|not|an|msh\r").await;
+    drop(c);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let mut err = String::new();
+    let mut out = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .await
+        .unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    assert!(
+        err.contains("switchboard listening"),
+        "logs were captured: {err}"
+    );
+    assert!(!err.contains("ZZCANARY"), "canary in stderr:\n{err}");
+    assert!(!out.contains("ZZCANARY"), "canary in stdout:\n{out}");
+}
