@@ -107,15 +107,17 @@ impl Gateway {
             shutdown.clone(),
             tasks.clone(),
         ));
-        let router = http::router(shared.clone());
-        let http_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(http_listener, router)
-                .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP listener stopped");
-            }
-        });
+        let http_acceptor = match &shared.config.http.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(t)?)),
+            None => None,
+        };
+        tasks.spawn(http::run(
+            http_listener,
+            shared.clone(),
+            http_acceptor,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
         tasks.spawn(app_ack::run(
             shared.clone(),
             shared.outbox_wake.clone(),

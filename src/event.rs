@@ -43,6 +43,9 @@ pub enum EventKind {
     Order,
     /// ORU^R40 (IHE PCD ACM): a device alarm.
     Alarm,
+    /// FHIR Communication / CommunicationRequest: a message sent, or a
+    /// request that someone be told something.
+    Communication,
 }
 
 impl EventKind {
@@ -64,6 +67,7 @@ impl EventKind {
             EventKind::Result => "result",
             EventKind::Order => "order",
             EventKind::Alarm => "alarm",
+            EventKind::Communication => "communication",
         }
     }
 }

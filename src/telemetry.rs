@@ -49,6 +49,8 @@ pub struct Metrics {
     pub app_acks_delivered: AtomicU64,
     /// Application acknowledgement delivery attempts that failed.
     pub app_ack_failures: AtomicU64,
+    /// Gaps detected in FHIR subscription event numbers.
+    pub fhir_subscription_gaps: AtomicU64,
 }
 
 impl Metrics {
@@ -59,7 +61,7 @@ impl Metrics {
 
     /// Renders the counters in the Prometheus text format.
     pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
-        let rows: [(&str, &str, &AtomicU64); 15] = [
+        let rows: [(&str, &str, &AtomicU64); 16] = [
             (
                 "switchboard_mllp_connections_accepted_total",
                 "counter",
@@ -130,6 +132,11 @@ impl Metrics {
                 "switchboard_app_ack_failures_total",
                 "counter",
                 &self.app_ack_failures,
+            ),
+            (
+                "switchboard_fhir_subscription_gaps_total",
+                "counter",
+                &self.fhir_subscription_gaps,
             ),
         ];
         let mut out = String::new();

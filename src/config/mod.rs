@@ -7,7 +7,7 @@
 //! resolved against the folder of the configuration file.
 
 mod error;
-mod locate;
+pub(crate) mod locate;
 #[allow(missing_docs)]
 pub mod raw;
 
@@ -172,6 +172,18 @@ pub struct RetentionConfig {
 pub struct HttpConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// TLS (and mutual TLS), as for MLLP.
+    pub tls: Option<TlsConfig>,
+    /// Largest request body; larger ones get 413 without being read whole.
+    pub max_body_bytes: usize,
+    /// Request headers must arrive within this long (slowloris).
+    pub header_timeout: Duration,
+    /// A whole request (body included) must be read and answered within this long.
+    pub request_timeout: Duration,
+    /// Base path of the FHIR endpoints (default `/fhir`).
+    pub fhir_base: String,
+    /// Concurrent HTTP connections; a permit is taken before `accept`.
+    pub max_connections: usize,
 }
 
 /// `[outbox]`: delivery of application acknowledgements.
@@ -234,6 +246,9 @@ pub struct SenderConfig {
     pub networks: Vec<IpNet>,
     /// Client certificate identities (subject CN or DNS SAN) the feed must present (empty: not checked).
     pub certificates: Vec<String>,
+    /// SHA-256 of the bearer tokens this sender may present on the FHIR
+    /// endpoints (the tokens themselves are never stored).
+    pub tokens_sha256: Vec<[u8; 32]>,
     /// Zone of timestamps that carry no offset.
     pub timezone: Tz,
     /// MSH-11 processing ids accepted from this sender.
@@ -430,11 +445,46 @@ impl Validator<'_> {
             self.error(&m.key("max_frame_bytes"), "must be at least 1024");
         }
 
+        let h = root.key("http");
+        let http_tls = raw.http.tls.as_ref().map(|t| self.tls(&h.key("tls"), t));
+        let fhir_base = raw
+            .http
+            .fhir_base
+            .clone()
+            .unwrap_or_else(|| "/fhir".to_string());
+        if !fhir_base.starts_with('/') || fhir_base.ends_with('/') || fhir_base.contains(' ') {
+            self.error(
+                &h.key("fhir_base"),
+                "a path such as /fhir (leading /, no trailing /)",
+            );
+        }
         let http = HttpConfig {
             listen: self.addr(
-                &root.key("http").key("listen"),
+                &h.key("listen"),
                 raw.http.listen.as_deref(),
                 "127.0.0.1:8080",
+            ),
+            tls: http_tls,
+            max_body_bytes: self.positive_usize(
+                &h.key("max_body_bytes"),
+                raw.http.max_body_bytes,
+                8 * 1024 * 1024,
+            ),
+            header_timeout: Duration::from_secs(self.positive(
+                &h.key("header_timeout_secs"),
+                raw.http.header_timeout_secs,
+                30,
+            )),
+            request_timeout: Duration::from_secs(self.positive(
+                &h.key("request_timeout_secs"),
+                raw.http.request_timeout_secs,
+                60,
+            )),
+            fhir_base,
+            max_connections: self.positive_usize(
+                &h.key("max_connections"),
+                raw.http.max_connections,
+                256,
             ),
         };
 
@@ -814,11 +864,21 @@ impl Validator<'_> {
                 ),
             }
         }
-        if s.networks.is_empty() && s.certificates.is_empty() {
+        if s.networks.is_empty() && s.certificates.is_empty() && s.tokens_sha256.is_empty() {
             self.error(
                 p,
-                "a sender needs `networks` or `certificates` (or both): a feed must not be able to claim to be another",
+                "a sender needs `networks`, `certificates` or `tokens_sha256`: a feed must not be able to claim to be another",
             );
+        }
+        let mut tokens_sha256 = Vec::new();
+        for (i, t) in s.tokens_sha256.iter().enumerate() {
+            match hex::decode(t.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                Some(h) => tokens_sha256.push(h),
+                None => self.error(
+                    &p.key("tokens_sha256").index(i),
+                    "expected 64 hex digits: the SHA-256 of the token (e.g. `printf %s TOKEN | sha256sum`)",
+                ),
+            }
         }
         let timezone = match s.timezone.as_deref() {
             None => chrono_tz::UTC,
@@ -912,6 +972,7 @@ impl Validator<'_> {
             msh4,
             networks,
             certificates: s.certificates.clone(),
+            tokens_sha256,
             timezone,
             processing_ids,
             default_charset,

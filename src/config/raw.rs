@@ -83,6 +83,12 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<String>,
+    pub tls: Option<RawTls>,
+    pub max_body_bytes: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+    pub fhir_base: Option<String>,
+    pub max_connections: Option<usize>,
 }
 
 /// `[outbox]`
@@ -108,6 +114,8 @@ pub struct RawSender {
     pub networks: Vec<String>,
     #[serde(default)]
     pub certificates: Vec<String>,
+    #[serde(default)]
+    pub tokens_sha256: Vec<String>,
     pub timezone: Option<String>,
     pub processing_ids: Option<Vec<String>>,
     pub default_charset: Option<String>,

@@ -73,6 +73,12 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
 
+CREATE TABLE fhir_subscriptions (
+    subscription TEXT PRIMARY KEY,
+    last_event   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -1095,6 +1095,33 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
+    fn subscription_advance(
+        &mut self,
+        subscription: &str,
+        newest: u64,
+        at: DateTime<Utc>,
+    ) -> Result<Option<u64>, StorageError> {
+        self.guarded(|_, c| {
+            let tx = c.transaction()?;
+            let previous: Option<i64> = tx
+                .query_row(
+                    "SELECT last_event FROM fhir_subscriptions WHERE subscription = ?1",
+                    [subscription],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let newest = i64::try_from(newest).unwrap_or(i64::MAX);
+            tx.execute(
+                "INSERT INTO fhir_subscriptions (subscription, last_event, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(subscription) DO UPDATE SET
+                   last_event = MAX(last_event, excluded.last_event), updated_at = excluded.updated_at",
+                params![subscription, newest, to_micros(at)],
+            )?;
+            tx.commit()?;
+            Ok(previous.map(|p| p.max(0) as u64))
+        })
+    }
+
     fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError> {
         let rec = record.clone();
         let outcome = rec.outcome.clone();

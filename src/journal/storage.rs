@@ -77,6 +77,15 @@ pub trait Storage: Send + 'static {
     /// Cheap check that the store can be written; used to recover after errors.
     fn probe(&mut self) -> Result<(), StorageError>;
 
+    /// Records that `subscription` has reached event number `newest`;
+    /// returns the highest number seen before (None the first time).
+    fn subscription_advance(
+        &mut self,
+        subscription: &str,
+        newest: u64,
+        at: DateTime<Utc>,
+    ) -> Result<Option<u64>, StorageError>;
+
     /// Appends one audit record on its own (events that change nothing
     /// else in the store: refused TLS clients, deliveries, logins).
     fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError>;
@@ -185,6 +194,14 @@ macro_rules! delegate_admin_storage {
             now: ::chrono::DateTime<::chrono::Utc>,
         ) -> Result<(), $crate::journal::StorageError> {
             self.$inner.release_hold(id, actor, now)
+        }
+        fn subscription_advance(
+            &mut self,
+            subscription: &str,
+            newest: u64,
+            at: ::chrono::DateTime<::chrono::Utc>,
+        ) -> Result<Option<u64>, $crate::journal::StorageError> {
+            self.$inner.subscription_advance(subscription, newest, at)
         }
         fn audit(
             &mut self,

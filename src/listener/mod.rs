@@ -13,6 +13,7 @@ pub mod ack;
 pub mod app_ack;
 pub mod codec;
 pub mod connection;
+pub mod fhir;
 pub mod http;
 pub mod intake;
 pub mod server;

@@ -14,6 +14,7 @@
 //! makes any stage panic.
 
 mod batch;
+pub mod fhir;
 mod charset;
 mod error;
 mod header;

@@ -14,6 +14,7 @@ mod cli;
 mod corpus;
 mod crash;
 mod duplicates;
+mod fhir;
 mod enhanced;
 mod interop;
 mod limits;
