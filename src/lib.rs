@@ -25,6 +25,8 @@
 //!   by a key-encryption key kept apart from the database.
 //! - [`audit`]: the hash-chained audit trail, signed checkpoints, verifier.
 //! - [`retention`]: retention schedules, crypto-erase, legal holds.
+//! - [`roster`]: on-call rosters in IANA time zones: who is on call, gaps, DST.
+//! - [`rules`]: mapping rules: event -> routes (target, priority, escalation policy).
 //! - [`clock`]: the one injected clock.
 //! - [`telemetry`]: tracing and counters; never logs PHI.
 #![forbid(unsafe_code)]
@@ -40,5 +42,7 @@ pub mod journal;
 pub mod listener;
 pub mod parse;
 pub mod retention;
+pub mod roster;
+pub mod rules;
 pub mod seal;
 pub mod telemetry;

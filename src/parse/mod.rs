@@ -14,9 +14,9 @@
 //! makes any stage panic.
 
 mod batch;
-pub mod fhir;
 mod charset;
 mod error;
+pub mod fhir;
 mod header;
 mod hl7;
 

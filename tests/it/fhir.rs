@@ -52,7 +52,20 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    try_request(addr, method, path, headers, body)
+        .await
+        .expect("an HTTP response")
+}
+
+/// Like [`request`], `None` when the connection fails or no response comes.
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<HttpResponse> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -63,28 +76,18 @@ pub async fn request(
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(head.as_bytes()).await.ok()?;
     let _ = s.write_all(body).await;
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut raw)).await;
     parse_response(&raw)
 }
 
-fn parse_response(raw: &[u8]) -> HttpResponse {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
+fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -97,21 +100,21 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
         let mut out = Vec::new();
         let mut rest = &body[..];
         while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
-                .unwrap_or(0);
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..nl]).ok()?.trim(), 16).ok()?;
             if size == 0 {
                 break;
             }
-            out.extend_from_slice(&rest[nl + 2..nl + 2 + size]);
-            rest = &rest[nl + 2 + size + 2..];
+            out.extend_from_slice(rest.get(nl + 2..nl + 2 + size)?);
+            rest = rest.get(nl + 2 + size + 2..)?;
         }
         body = out;
     }
-    HttpResponse {
+    Some(HttpResponse {
         status,
         headers,
         body,
-    }
+    })
 }
 
 pub fn fhir_config_text(data: &std::path::Path, extra_http: &str) -> String {
@@ -382,10 +385,21 @@ async fn repeats_are_answered_without_a_second_event() {
     assert!(rows.iter().all(|r| r.resends == 1));
 }
 
+/// (what, path, body, content type, status, issue code, expression).
+type ErrorCase = (
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    &'static str,
+    u16,
+    &'static str,
+    &'static str,
+);
+
 #[tokio::test]
 async fn every_error_gets_its_operation_outcome() {
     let g = start_fhir_gateway().await;
-    let cases: Vec<(&str, &str, Vec<u8>, &str, u16, &str, &str)> = vec![
+    let cases: Vec<ErrorCase> = vec![
         (
             "malformed json",
             "/fhir/Observation",
@@ -677,4 +691,186 @@ async fn curl_posts_a_resource() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.trim_end().ends_with("201"), "{text}");
     assert!(text.contains("OperationOutcome"), "{text}");
+}
+
+fn notification(kind: &str, since: u64, events: &[(u64, Option<&str>)]) -> String {
+    let ev: Vec<String> = events
+        .iter()
+        .map(|(n, focus)| match focus {
+            Some(f) => format!(r#"{{"eventNumber":"{n}","focus":{{"reference":"{f}"}}}}"#),
+            None => format!(r#"{{"eventNumber":"{n}"}}"#),
+        })
+        .collect();
+    let mut entries = vec![format!(
+        r#"{{"fullUrl":"urn:uuid:status-{since}","resource":{{"resourceType":"SubscriptionStatus","status":"active","type":"{kind}","eventsSinceSubscriptionStart":"{since}","notificationEvent":[{}],"subscription":{{"reference":"http://ehr.example/fhir/Subscription/abc"}},"topic":"http://ehr.example/fhir/SubscriptionTopic/results"}}}}"#,
+        ev.join(",")
+    )];
+    for (n, focus) in events {
+        if let Some(f) = focus {
+            entries.push(format!(
+                r#"{{"fullUrl":"{f}","resource":{},"request":{{"method":"POST","url":"Observation"}},"response":{{"status":"201"}}}}"#,
+                observation(&format!("N{n}"), "final")
+            ));
+        }
+    }
+    format!(
+        r#"{{"resourceType":"Bundle","type":"history","entry":[{}]}}"#,
+        entries.join(",")
+    )
+}
+
+#[tokio::test]
+async fn subscription_notifications_are_answered_tracked_and_gaps_reported() {
+    let g = start_fhir_gateway().await;
+    let gaps = || {
+        g.gw.metrics()
+            .fhir_subscription_gaps
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let r = g
+        .post(
+            "/fhir/notifications",
+            notification("handshake", 0, &[]).as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = g
+        .post(
+            "/fhir/notifications",
+            notification("event-notification", 1, &[(1, Some("urn:uuid:obs-1"))]).as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("1 event"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // The same notification again: answered, nothing new.
+    let again = g
+        .post(
+            "/fhir/notifications",
+            notification("event-notification", 1, &[(1, Some("urn:uuid:obs-1"))]).as_bytes(),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(gaps(), 0);
+    // Events 2 to 4 never arrived.
+    let r = g
+        .post(
+            "/fhir/notifications",
+            notification("event-notification", 5, &[(5, Some("urn:uuid:obs-5"))]).as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(gaps(), 1, "the gap is detected");
+    // A heartbeat that agrees with what we have is no gap.
+    let r = g
+        .post(
+            "/fhir/notifications",
+            notification("heartbeat", 5, &[]).as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(gaps(), 1);
+    let rows = g.rows();
+    let accepted = rows
+        .iter()
+        .filter(|r| r.fate.as_str() == "accepted")
+        .count();
+    assert_eq!(accepted, 2, "two event notifications became events");
+    assert_eq!(
+        rows.iter().map(|r| r.resends).sum::<u32>(),
+        1,
+        "the repeat added nothing"
+    );
+    // The gap is in the audit trail.
+    use switchboard::journal::{SqliteStorage, Storage};
+    let mut s = SqliteStorage::open_read_only(&g.journal(), None).unwrap();
+    let records = s.audit_records(0, 10_000).unwrap();
+    let gap = records
+        .iter()
+        .find(|r| r.action == "fhir.subscription-gap")
+        .expect("gap audited");
+    assert_eq!(gap.outcome, "missing 2-4");
+}
+
+#[tokio::test]
+async fn r4b_corpus_notification_and_subscription_status_are_accepted() {
+    let Some(files) = corpus("fhir-r4b") else {
+        return;
+    };
+    let g = start_fhir_gateway().await;
+    let (_, bundle) = files
+        .iter()
+        .find(|(n, _)| n.starts_with("Bundle-"))
+        .unwrap();
+    let r = g.post("/fhir/notifications", bundle).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[tokio::test]
+async fn https_with_client_certificates_authenticates_the_sender_curl_over_mtls() {
+    let pki = crate::certs::Pki::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[storage]\ndata_dir = '{}'\n[mllp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[http.tls]\ncert = '{}'\nkey = '{}'\nclient_ca = '{}'\ncrls = ['{}']\n\
+[[senders]]\nname = \"lab\"\nmsh3 = [\"LAB\"]\nmsh4 = [\"*\"]\nnetworks = [\"127.0.0.0/8\"]\ncertificates = [\"{}\"]\n",
+        dir.path().join("data").display(),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display(),
+        pki.crl.display(),
+        crate::certs::LAB_ID
+    );
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, text).unwrap();
+    let gw = Gateway::start(switchboard::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let body = dir.path().join("obs.json");
+    std::fs::write(&body, observation("TLS1", "final")).unwrap();
+    // tokio's Command: a blocking wait would stall the gateway on this runtime.
+    let curl = async |cert: Option<&crate::certs::ClientFiles>| {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(&pki.ca)
+        .args(["-H", "Content-Type: application/fhir+json", "--data-binary"])
+        .arg(format!("@{}", body.display()));
+        if let Some(c) = cert {
+            cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+        }
+        cmd.arg(format!(
+            "https://localhost:{}/fhir/Observation",
+            gw.http_addr().port()
+        ));
+        cmd.output().await.expect("curl is installed")
+    };
+    let ok = curl(Some(&pki.lab)).await;
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        text.trim_end().ends_with("201"),
+        "{text}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Without a client certificate, or with a revoked one: no HTTP at all.
+    let none = curl(None).await;
+    assert!(
+        !none.status.success()
+            || String::from_utf8_lossy(&none.stdout)
+                .trim_end()
+                .ends_with("000")
+    );
+    let revoked = curl(Some(&pki.revoked)).await;
+    assert!(!revoked.status.success());
+    gw.shutdown().await;
 }

@@ -224,15 +224,13 @@ pub(crate) fn bundle_from_value(
     let obj = v
         .as_object_mut()
         .ok_or_else(|| FhirError::structure("body is not a JSON object"))?;
-    if strictness == Strictness::Strict {
-        if obj.keys().any(|k| !BUNDLE_KEYS.contains(&k.as_str())) {
-            return Err(FhirError::at(
-                400,
-                IssueType::Structure,
-                "Bundle",
-                "unknown element",
-            ));
-        }
+    if strictness == Strictness::Strict && obj.keys().any(|k| !BUNDLE_KEYS.contains(&k.as_str())) {
+        return Err(FhirError::at(
+            400,
+            IssueType::Structure,
+            "Bundle",
+            "unknown element",
+        ));
     }
     let bundle_type = match obj.get("type") {
         None => {
@@ -285,7 +283,8 @@ pub(crate) fn bundle_from_value(
         match entry(e, &at, needs_request, strictness) {
             Ok(entry) => entries.push(entry),
             Err(EntryError::Entry(err)) => return Err(err),
-            Err(EntryError::Resource(err, full_url, request)) => {
+            Err(EntryError::Resource(b)) => {
+                let (err, full_url, request) = *b;
                 if per_entry {
                     entries.push(Entry {
                         full_url,
@@ -326,7 +325,7 @@ enum EntryError {
     /// The entry itself is malformed: always fatal.
     Entry(FhirError),
     /// Only its resource is invalid (per entry in a batch).
-    Resource(FhirError, Option<String>, Option<EntryRequest>),
+    Resource(Box<(FhirError, Option<String>, Option<EntryRequest>)>),
 }
 
 fn entry(
@@ -379,7 +378,7 @@ fn entry(
                 .map_err(|err| err.within(&rat));
             match parsed {
                 Ok(r) => Some(Ok(r)),
-                Err(err) => return Err(EntryError::Resource(err, full_url, request)),
+                Err(err) => return Err(EntryError::Resource(Box::new((err, full_url, request)))),
             }
         }
     };

@@ -176,7 +176,7 @@ impl FhirError {
     /// the expression (or the whole, empty expression) becomes `prefix`.
     /// `Observation.status` under `Bundle.entry[2].resource` becomes
     /// `Bundle.entry[2].resource.status`.
-    pub(crate) fn within(mut self, prefix: &str) -> Self {
+    pub fn within(mut self, prefix: &str) -> Self {
         self.expression = Some(match self.expression.take() {
             None => prefix.to_string(),
             Some(e) => match e.split_once('.') {

@@ -2,9 +2,11 @@
 //!
 //! Order of checks (the first failure is the answer):
 //! 1. bytes are UTF-8 (a leading BOM is tolerated) and JSON, nested at most
-//!    [`MAX_DEPTH`] levels (serde_json stops at 128 anyway; the lower bound
-//!    keeps fhirbolt's recursive, large-framed visitors well inside a 2 MiB
-//!    thread stack): else 400 `structure`;
+//!    [`MAX_DEPTH`] levels: else 400 `structure`. serde_json's recursion
+//!    limit (128, verified: 10,000 levels is an error, not a stack overflow)
+//!    stops the parse first; the lower bound is a margin for fhirbolt's
+//!    recursive visitors (measured: depth 127 parses on a 2 MiB thread in a
+//!    debug build, so 64 leaves room);
 //! 2. a JSON object with a string `resourceType`: else 400 `structure`;
 //! 3. the URL type (when given) is supported: else 404 `not-supported`;
 //!    the body's type equals it: else 400 `invalid`; without a URL type the
@@ -13,12 +15,16 @@
 //!    `required` at `Type.element`) and its required-binding codes are in
 //!    their R4 value sets (422 `code-invalid`; a non-string code is 400
 //!    `structure`), see [`rules`];
-//! 5. fhirbolt in strict mode: an unknown element, a wrong JSON type or a
+//! 5. no empty array, empty object or `null` member (FHIR JSON forbids
+//!    them; fhirbolt 0.4 panics on some empty arrays): else 400 `structure`;
+//! 6. fhirbolt in strict mode: an unknown element, a wrong JSON type or a
 //!    duplicate is 400 `structure`; a missing nested required element is 422
 //!    `required` at `Type` (fhirbolt does not say where).
 //!
 //! fhirbolt's and serde_json's own messages quote keys of the input, so
 //! they are never surfaced: only their category is looked at.
+
+use std::panic::AssertUnwindSafe;
 
 use serde_json::{Map, Value};
 
@@ -78,6 +84,31 @@ fn depth_exceeds(v: &Value, max: usize) -> bool {
             return true;
         }
         stack.extend(children.map(|c| (c, d + 1)));
+    }
+    false
+}
+
+/// True when `v` holds an empty array, an empty object, or a `null` that is
+/// not an array item (FHIR JSON allows `null` only in primitive arrays).
+/// fhirbolt 0.4 panics on some empty arrays (its element model unwraps the
+/// first item), so they never reach it.
+fn has_empty_or_null(v: &Value) -> bool {
+    let mut stack: Vec<&Value> = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(a) if a.is_empty() => return true,
+            Value::Array(a) => stack.extend(a.iter().filter(|x| !x.is_null())),
+            Value::Object(o) if o.is_empty() => return true,
+            Value::Object(o) => {
+                for x in o.values() {
+                    if x.is_null() {
+                        return true;
+                    }
+                    stack.push(x);
+                }
+            }
+            _ => {}
+        }
     }
     false
 }
@@ -144,6 +175,11 @@ pub(crate) fn from_value(v: Value, strictness: Strictness) -> Result<Resource, F
     if let Some(r) = rules::of(&t) {
         rules::check(r, obj)?;
     }
+    if has_empty_or_null(&v) {
+        return Err(FhirError::structure(
+            "empty array, empty object or null (not allowed in FHIR JSON)",
+        ));
+    }
     let id = obj.get("id").and_then(Value::as_str).map(str::to_string);
     let identifiers = match obj.get("identifier") {
         Some(Value::Array(a)) => a.iter().filter_map(identifier_of).collect(),
@@ -160,8 +196,22 @@ pub(crate) fn from_value(v: Value, strictness: Strictness) -> Result<Resource, F
         Strictness::Strict => DeserializationMode::Strict,
         Strictness::Compatible => DeserializationMode::Compatibility,
     };
-    let r4: R4Resource = fhirbolt::json::from_json_value(v, Some(DeserializationConfig { mode }))
-        .map_err(|e| fhirbolt_error(&e, at))?;
+    // fhirbolt is not known to panic on what the checks above let through;
+    // a panic would still only refuse this body.
+    let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        fhirbolt::json::from_json_value::<R4Resource>(v, Some(DeserializationConfig { mode }))
+    }));
+    let r4 = match parsed {
+        Ok(r) => r.map_err(|e| fhirbolt_error(&e, at))?,
+        Err(_) => {
+            return Err(FhirError::at(
+                400,
+                IssueType::Structure,
+                at,
+                "resource structure cannot be read",
+            ));
+        }
+    };
     Ok(Resource {
         type_name: t,
         id,

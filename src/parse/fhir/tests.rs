@@ -785,8 +785,31 @@ fn row30_invalid_codes() {
     v["ZZCANARYelement"] = json!(1);
     let e = err(&bytes(&v), Some("Observation"));
     assert_eq!((e.status, e.issue), (400, IssueType::Structure));
+    // fhirbolt takes a decimal from a JSON string: checked when mapping.
     let mut v = obs();
     v["valueQuantity"]["value"] = json!("many");
+    let r = parse_resource(&bytes(&v), Some("Observation")).unwrap();
+    let e = events(&r, None, &ctx()).unwrap_err();
+    assert_eq!((e.status, e.issue), (422, IssueType::Value));
+    assert_eq!(
+        e.expression.as_deref(),
+        Some("Observation.valueQuantity.value")
+    );
+    // Empty arrays/objects and null members (fhirbolt panics on some).
+    for bad in [
+        json!([]),
+        json!({}),
+        json!(null),
+        json!([{"url": "u", "extension": []}]),
+        json!([{"url": "u", "valueString": null}]),
+    ] {
+        let mut v = obs();
+        v["extension"] = bad;
+        let e = err(&bytes(&v), Some("Observation"));
+        assert_eq!((e.status, e.issue), (400, IssueType::Structure));
+    }
+    let mut v = obs();
+    v["contained"] = json!([{"resourceType": [], "id": "x"}]);
     assert_eq!(err(&bytes(&v), Some("Observation")).status, 400);
 }
 
@@ -797,7 +820,7 @@ fn nested(levels: usize) -> Vec<u8> {
     for _ in 0..levels {
         s.push_str("[{\"url\":\"u\",\"extension\":");
     }
-    s.push_str("[]");
+    s.push_str("[{\"url\":\"u\",\"valueString\":\"x\"}]");
     for _ in 0..levels {
         s.push_str("}]");
     }
@@ -835,10 +858,11 @@ fn row33_deep_nesting_is_400_without_stack_overflow() {
 
 #[test]
 fn deepest_accepted_nesting_fits_a_small_stack() {
-    // 31 levels of extension (2 JSON levels each) + the resource: depth 64,
-    // the most fhirbolt is ever given. Also as a contained-in-Bundle entry.
+    // 30 levels of extension (2 JSON levels each), the innermost extension
+    // and the resource: depth 63, about the most fhirbolt is ever given.
+    // Also as a Bundle entry.
     small_stack(|| {
-        let levels = (MAX_DEPTH - 2) / 2;
+        let levels = (MAX_DEPTH - 3) / 2;
         let r = parse_resource(&nested(levels), Some("Observation")).unwrap();
         events(&r, None, &ctx()).unwrap();
         let e = parse_resource(&nested(levels + 1), Some("Observation")).unwrap_err();
@@ -937,8 +961,11 @@ fn canary_never_reaches_an_error() {
     cases.push((format!("{{\"{CANARY}\" 1}}").into_bytes(), None));
     let mut n = 0;
     for (body, t) in &cases {
-        let e = parse_resource(body, *t).unwrap_err();
-        assert_no_canary(&e);
+        match parse_resource(body, *t) {
+            Err(e) => assert_no_canary(&e),
+            // Decimals read from strings fail when mapped.
+            Ok(r) => assert_no_canary(&events(&r, None, &ctx()).unwrap_err()),
+        }
         if let Err(e) = parse_bundle(body) {
             assert_no_canary(&e);
         }
@@ -1035,10 +1062,19 @@ fn no_panic_sweep() {
     ];
     let ctx = ctx();
     let mut parsed = 0;
-    for i in 0..3000 {
+    let caught = |e: &FhirError| e.diagnostics == "resource structure cannot be read";
+    for i in 0..4000 {
         let base = &inputs[rng.random_range(0..inputs.len())];
         let mut b = base.clone();
-        match i % 3 {
+        match i % 4 {
+            3 => {
+                if let Ok(mut v) = serde_json::from_slice::<Value>(&b) {
+                    for _ in 0..rng.random_range(1..3) {
+                        mutate_node(&mut v, &mut rng);
+                    }
+                    b = bytes(&v);
+                }
+            }
             0 => b.truncate(rng.random_range(0..=b.len())),
             1 => {
                 for _ in 0..rng.random_range(1..4) {
@@ -1055,24 +1091,71 @@ fn no_panic_sweep() {
                 b.splice(at..at, ins.iter().copied());
             }
         }
-        if let Ok(r) = parse_resource(&b, None) {
-            parsed += 1;
-            let _ = events(&r, None, &ctx);
-        }
-        if let Ok(bundle) = parse_bundle(&b) {
-            let cx = bundle.context();
-            for (_, r) in bundle.resources() {
-                let _ = events(r, Some(&cx), &ctx);
+        match parse_resource(&b, None) {
+            Ok(r) => {
+                parsed += 1;
+                let _ = events(&r, None, &ctx);
             }
+            Err(e) => assert!(!caught(&e), "fhirbolt panicked on input {i}"),
+        }
+        match parse_bundle(&b) {
+            Ok(bundle) => {
+                let cx = bundle.context();
+                for (_, r) in bundle.resources() {
+                    let _ = events(r, Some(&cx), &ctx);
+                }
+            }
+            Err(e) => assert!(!caught(&e), "fhirbolt panicked on input {i}"),
         }
         if let Ok(n) = parse_notification(&b) {
             let cx = n.context();
             for inc in &n.included {
-                if let Ok(r) = &inc.resource {
-                    let _ = events(r, Some(&cx), &ctx);
+                match &inc.resource {
+                    Ok(r) => {
+                        let _ = events(r, Some(&cx), &ctx);
+                    }
+                    Err(e) => assert!(!caught(e), "fhirbolt panicked on input {i}"),
                 }
             }
         }
     }
     assert!(parsed > 0, "some mutations still parse");
+}
+
+/// Replaces one random node of `v` with a structurally odd value.
+fn mutate_node(v: &mut Value, rng: &mut StdRng) {
+    let odd = [
+        json!([]),
+        json!({}),
+        json!(null),
+        json!(""),
+        json!(0),
+        json!(-1.5e300),
+        json!(true),
+        json!("ZZCANARY"),
+        json!([[]]),
+        json!([null]),
+        json!({"resourceType": "Observation"}),
+        json!([{"resourceType": []}]),
+        json!({"reference": "#"}),
+        json!("2024-02-30T25:61:00Z"),
+    ];
+    let mut cur = v;
+    loop {
+        let n = match &*cur {
+            Value::Array(a) => a.len(),
+            Value::Object(o) => o.len(),
+            _ => 0,
+        };
+        if n == 0 || rng.random_range(0..4) == 0 {
+            *cur = odd[rng.random_range(0..odd.len())].clone();
+            return;
+        }
+        let k = rng.random_range(0..n);
+        cur = match cur {
+            Value::Array(a) => &mut a[k],
+            Value::Object(o) => o.values_mut().nth(k).unwrap(),
+            _ => unreachable!(),
+        };
+    }
 }

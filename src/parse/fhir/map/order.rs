@@ -5,7 +5,7 @@
 //! | status draft, active / on-hold / revoked / completed / entered-in-error / unknown | `order.control` (ORC-1) `NW` / `HD` / `CA` / `SC` / `CA` / empty; `order.status` (ORC-5, table 0038) `SC`, `IP` / `HD` / `CA` / `CM` / `ER` / empty (draft: control `NW`, status `SC`) |
 //! | priority routine / urgent / asap / stat | Routine / Urgent / Urgent / Stat |
 //! | code | `order.service` |
-//! | identifier typed `PLAC` (else the first) / typed `FILL` | `placer_id` / `filler_id` |
+//! | identifier typed `PLAC` (else the first not typed `FILL`) / typed `FILL` | `placer_id` / `filler_id` |
 //! | occurrence[x] (dateTime, Period.start) | `order.observed_at` |
 //! | authoredOn (else meta.lastUpdated) | `occurred_at` |
 //! | requester / performer | Ordering / CareTeam `performer` |
@@ -19,7 +19,7 @@ use fhirbolt::model::r4::resources::{ServiceRequest, ServiceRequestOccurrence};
 use crate::event::{ClinicalEvent, EventKind, Order, ProviderRole};
 use crate::parse::fhir::error::FhirError;
 
-use super::{Cx, code, notes, pv, request_priority, typed_identifier};
+use super::{Cx, code, identifier, notes, pv, request_priority, typed_identifier};
 
 /// ORC-1 and ORC-5 for a request status.
 pub(crate) fn control_and_status(s: Option<&str>) -> (&'static str, &'static str) {
@@ -61,8 +61,9 @@ pub(crate) fn event(cx: &Cx<'_>, s: &ServiceRequest) -> Result<ClinicalEvent, Fh
             .or_else(|| {
                 s.identifier
                     .iter()
-                    .find_map(|i| pv!(i.value))
-                    .map(str::to_string)
+                    .filter_map(identifier)
+                    .find(|i| i.type_code != "FILL")
+                    .map(|i| i.value)
             })
             .unwrap_or_default(),
         filler_id: typed_identifier(&s.identifier, "FILL").unwrap_or_default(),

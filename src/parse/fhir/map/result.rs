@@ -12,6 +12,8 @@
 //!   boolean `ST` (`true`/`false`); integer `NM`; Range `NR` (`low-high`);
 //!   Ratio `SN` (`num:den`); SampledData `SD` (data not copied); time `TM`;
 //!   dateTime `DTM` (as given); Period `DR` (`start/end`).
+//! - every decimal of value[x] must be a FHIR decimal (fhirbolt also
+//!   takes JSON strings there): else 422 `value` at it.
 //! - `referenceRange[0]`: `low-high`, `>low`, `<high`, else its text.
 //! - `interpretation`: every coding code (v3 ObservationInterpretation /
 //!   v2 0078: `H`, `L`, `HH`, `LL`, `A`, `AA`, `HU`, `LU`, `N`, `POS` ...)
@@ -48,7 +50,7 @@ use fhirbolt::model::r4::types::{CodeableConcept, Period, Quantity, Range, Ratio
 use crate::event::{
     ClinicalEvent, Code, EventKind, Observation, Order, Priority, ProviderRole, ResultStatus,
 };
-use crate::parse::fhir::error::FhirError;
+use crate::parse::fhir::error::{FhirError, IssueType};
 
 use super::{Cx, code, notes, pv, request_priority, system_name, typed_identifier};
 
@@ -104,6 +106,62 @@ impl<'a> From<Option<&'a ObservationComponentValue>> for Val<'a> {
             Some(C::Period(p)) => Val::Period(p),
             Some(C::Invalid) | None => Val::None,
         }
+    }
+}
+
+/// A FHIR decimal: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+pub(crate) fn is_decimal(s: &str) -> bool {
+    let s = s.strip_prefix('-').unwrap_or(s);
+    let (mant, exp) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e)),
+        None => (s, None),
+    };
+    let (int, frac) = match mant.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (mant, None),
+    };
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    digits(int)
+        && (int == "0" || !int.starts_with('0'))
+        && frac.is_none_or(digits)
+        && exp.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
+}
+
+/// fhirbolt reads a decimal from a JSON string as well as from a number:
+/// every decimal of a value[x] must still look like one. `at`: the value
+/// element (`Observation.valueQuantity`).
+fn check_decimals(v: &Val<'_>, at: &str) -> Result<(), FhirError> {
+    let quantities: Vec<(Option<&Quantity>, &str)> = match v {
+        Val::Quantity(q) => vec![(Some(*q), "")],
+        Val::Range(r) => vec![(r.low.as_deref(), ".low"), (r.high.as_deref(), ".high")],
+        Val::Ratio(r) => vec![
+            (r.numerator.as_deref(), ".numerator"),
+            (r.denominator.as_deref(), ".denominator"),
+        ],
+        _ => Vec::new(),
+    };
+    for (q, part) in quantities {
+        if let Some(d) = q.and_then(|q| pv!(q.value)) {
+            if !is_decimal(d) {
+                return Err(FhirError::at(
+                    422,
+                    IssueType::Value,
+                    format!("{at}{part}.value"),
+                    "not a valid FHIR decimal",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The JSON name of a value[x] choice.
+fn value_name(v: &Val<'_>) -> &'static str {
+    match v {
+        Val::Quantity(_) => "valueQuantity",
+        Val::Range(_) => "valueRange",
+        Val::Ratio(_) => "valueRatio",
+        _ => "value",
     }
 }
 
@@ -272,7 +330,9 @@ fn entries(
         || !o.interpretation.is_empty()
         || o.component.is_empty();
     if own {
-        let (value_type, values, units) = value(o.value.as_ref().into());
+        let v: Val<'_> = o.value.as_ref().into();
+        check_decimals(&v, &format!("{prefix}.{}", value_name(&v)))?;
+        let (value_type, values, units) = value(v);
         push(
             out,
             Observation {
@@ -290,7 +350,9 @@ fn entries(
         );
     }
     for (i, c) in o.component.iter().enumerate() {
-        let (value_type, values, units) = value(c.value.as_ref().into());
+        let v: Val<'_> = c.value.as_ref().into();
+        check_decimals(&v, &format!("{prefix}.component[{i}].{}", value_name(&v)))?;
+        let (value_type, values, units) = value(v);
         push(
             out,
             Observation {
