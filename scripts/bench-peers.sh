@@ -72,6 +72,15 @@ wait_port() {
 # CPU time (user + system, clock ticks) of a process so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# CPU time (user + system, milliseconds) of this shell's waited-for
+# children, into variable $1 (`times` must run in this shell, not in $(...)).
+children_ms() {
+  times >"$work/times"
+  printf -v "$1" '%s' "$(awk 'NR == 2 {
+    split($1, u, /[ms]/); split($2, s, /[ms]/)
+    printf "%d", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1000 }' "$work/times")"
+}
+
 manifest=$OUT/manifest.tsv
 : >"$manifest"
 
@@ -79,13 +88,16 @@ manifest=$OUT/manifest.tsv
 run() {
   local label=$1 pid=$2 file=$OUT/$3.json
   shift 3
-  local before after rc=0
+  local before after cbefore cafter rc=0
   sleep 1
   before=$(cpu_ticks "$pid")
+  children_ms cbefore
   log "$label: switchboard-load $*"
   timeout "$RUN_SECS" "$load" --json --timeout-secs 30 "$@" >"$file" 2>"$file.stderr" || rc=$?
   after=$(cpu_ticks "$pid")
-  printf '%s\t%s\t%s\t%s\n' "$label" "$file" "$((after - before))" "$rc" >>"$manifest"
+  children_ms cafter
+  printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$file" "$((after - before))" "$rc" \
+    "$((cafter - cbefore))" >>"$manifest"
   if [ "$rc" != 0 ]; then log "$label: exit $rc (see $file.stderr)"; fi
 }
 
@@ -135,12 +147,12 @@ import json, sys
 manifest, hz = sys.argv[1], int(sys.argv[2])
 rows = []
 for line in open(manifest):
-    label, path, ticks, rc = line.rstrip("\n").split("\t")
+    label, path, ticks, rc, client_ms = line.rstrip("\n").split("\t")
     try:
         r = json.load(open(path))
     except Exception:
         r = None
-    rows.append((label, r, int(ticks), int(rc)))
+    rows.append((label, r, int(ticks), int(rc), int(client_ms)))
 
 def key(r):
     return (r["connections"], r["window"])
@@ -148,32 +160,34 @@ def key(r):
 # Fastest peer per (connections, window); node-hl7-server's one connection
 # per message counts as window 1.
 fastest = {}
-for label, r, _, rc in rows:
+for label, r, _, rc, _ in rows:
     if r is None or label == "Switchboard" or r["errors"] > 0:
         continue
     k = key(r)
     if r["msgs_per_sec"] > fastest.get(k, (0, ""))[0]:
         fastest[k] = (r["msgs_per_sec"], label)
 
-print("| server | connections | window | msg/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/msg | × fastest peer (same conns/window) | errors |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for label, r, ticks, rc in rows:
+print("| server | connections | window | msg/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/msg | load tool CPU µs/msg | × fastest peer (same conns/window) | errors |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for label, r, ticks, rc, client_ms in rows:
     if r is None:
-        print(f"| {label} | | | failed (exit {rc}) | | | | | | | |")
+        print(f"| {label} | | | failed (exit {rc}) | | | | | | | | |")
         continue
     win = "1 (new conn/msg)" if r["mode"].startswith("one") else str(r["window"])
     total = r["messages"] + r["warmup"]
     cpu_us = ticks / hz / total * 1e6 if total else 0
+    client_us = client_ms / 1000 / total * 1e6 if total else 0
     f = fastest.get(key(r))
     ratio = f"{r['msgs_per_sec'] / f[0]:.2f} (vs {f[1]})" if f else "—"
     print(f"| {label} | {r['connections']} | {win} | {r['msgs_per_sec']:,.0f} | {r['p50_ms']:.2f} | "
-          f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} | {cpu_us:.0f} | {ratio} | {r['errors']} |")
+          f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} | {cpu_us:.0f} | {client_us:.0f} | {ratio} | {r['errors']} |")
 PY
 {
   echo
   echo "Each row: $MESSAGES messages measured after $WARMUP warm-up (1-connection rows: $SINGLE_MESSAGES after 500),"
   echo "ORU/ADT/ORM/R40 mix, every answer checked. Server CPU = user+system time of the server process during"
-  echo "the run (warm-up included) / messages. Switchboard journal rows after its runs: $journal_rows."
+  echo "the run (warm-up included) / messages; load tool CPU likewise for switchboard-load itself."
+  echo "Switchboard journal rows after its runs: $journal_rows."
 } >>"$OUT/table.md"
 cat "$OUT/table.md"
 log "reports in $OUT"

@@ -159,6 +159,24 @@ pub fn main() -> ExitCode {
                     if cfg.senders.len() == 1 { "" } else { "s" },
                     if cfg.demo { ", DEMO" } else { "" }
                 );
+                let now = crate::clock::Clock::system().now_utc();
+                let horizon = now + chrono::Duration::days(14);
+                println!(
+                    "rosters: {} ({}); mapping rules: {}",
+                    cfg.rosters.rosters().len(),
+                    cfg.rosters_dir.display(),
+                    cfg.rules.rules().len()
+                );
+                let gaps = cfg.rosters.coverage_gaps(now, horizon);
+                if gaps.is_empty() {
+                    println!("coverage: no gap in the next 14 days");
+                }
+                for g in &gaps {
+                    println!("coverage gap (failsafe will be paged): {g}");
+                }
+                for d in cfg.rosters.dst_adjustments(now, horizon) {
+                    println!("daylight saving: {d}");
+                }
                 for s in &cfg.senders {
                     if s.return_destination.is_none() {
                         println!(

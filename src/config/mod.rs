@@ -13,6 +13,7 @@ pub mod raw;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -23,6 +24,8 @@ use locate::{FieldPath, Locator};
 use raw::RawConfig;
 
 use crate::event::Processing;
+use crate::roster::Rosters;
+use crate::rules::Rules;
 
 /// Name of the configuration file looked up in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "switchboard.toml";
@@ -54,6 +57,10 @@ pub struct Config {
     pub rosters_dir: PathBuf,
     /// Mapping folder.
     pub mappings_dir: PathBuf,
+    /// The on-call rosters, validated.
+    pub rosters: Arc<Rosters>,
+    /// The mapping rules, validated against the rosters.
+    pub rules: Arc<Rules>,
 }
 
 /// `[storage]`: the journal.
@@ -653,13 +660,9 @@ impl Validator<'_> {
 
         let rosters_dir = self.path(raw.rosters_dir.as_deref().unwrap_or("rosters"));
         let mappings_dir = self.path(raw.mappings_dir.as_deref().unwrap_or("mappings"));
-        self.toml_folder(
-            &root.key("rosters_dir"),
+        let (rosters, rules) = self.routing(
             &rosters_dir,
             raw.rosters_dir.is_some(),
-        );
-        self.toml_folder(
-            &root.key("mappings_dir"),
             &mappings_dir,
             raw.mappings_dir.is_some(),
         );
@@ -677,52 +680,59 @@ impl Validator<'_> {
             retention,
             rosters_dir,
             mappings_dir,
+            rosters,
+            rules,
         }
     }
 
-    /// Checks that every `*.toml` in `dir` is well-formed, naming file and
-    /// line of a syntax error. A folder given explicitly must exist.
-    fn toml_folder(&mut self, field: &FieldPath, dir: &Path, explicit: bool) {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(_) => {
-                if explicit {
-                    self.error(field, format!("no such folder: {}", dir.display()));
-                }
-                return;
+    /// Loads and validates the rosters and the mapping rules (every error
+    /// names its file, line, column and field). A folder left at its default
+    /// may be absent (no rosters, no rules); one named explicitly must exist.
+    fn routing(
+        &mut self,
+        rosters_dir: &Path,
+        rosters_explicit: bool,
+        mappings_dir: &Path,
+        mappings_explicit: bool,
+    ) -> (Arc<Rosters>, Arc<Rules>) {
+        let empty_rosters = || crate::roster::load_files(&[]).expect("no files, no errors");
+        let mut rosters_failed = false;
+        let rosters = if rosters_dir.is_dir() {
+            crate::roster::load_dir(rosters_dir).unwrap_or_else(|errors| {
+                self.errors.extend(errors);
+                rosters_failed = true;
+                empty_rosters()
+            })
+        } else {
+            if rosters_explicit {
+                self.error(
+                    &FieldPath::root().key("rosters_dir"),
+                    format!("no such folder: {}", rosters_dir.display()),
+                );
             }
+            empty_rosters()
         };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
-        for file in files {
-            let text = match std::fs::read_to_string(&file) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.errors.push(ConfigError {
-                        file,
-                        line: None,
-                        column: None,
-                        field: String::new(),
-                        problem: format!("cannot read: {e}"),
-                    });
-                    continue;
-                }
-            };
-            if let Err(e) = text.parse::<toml::Table>() {
-                let pos = e.span().map(|s| Locator::new(&text).line_col(s.start));
-                self.errors.push(ConfigError {
-                    file,
-                    line: pos.map(|p| p.0),
-                    column: pos.map(|p| p.1),
-                    field: String::new(),
-                    problem: e.message().trim().to_string(),
-                });
+        let empty_rules =
+            |r: &Rosters| crate::rules::load_files(&[], r).expect("no files, no errors");
+        // Rules name roster roles: with broken rosters every role would be
+        // "unknown"; report the rosters first.
+        let rules = if rosters_failed {
+            empty_rules(&rosters)
+        } else if mappings_dir.is_dir() {
+            crate::rules::load_dir(mappings_dir, &rosters).unwrap_or_else(|errors| {
+                self.errors.extend(errors);
+                empty_rules(&rosters)
+            })
+        } else {
+            if mappings_explicit {
+                self.error(
+                    &FieldPath::root().key("mappings_dir"),
+                    format!("no such folder: {}", mappings_dir.display()),
+                );
             }
-        }
+            empty_rules(&rosters)
+        };
+        (Arc::new(rosters), Arc::new(rules))
     }
 
     /// The demo configuration must stay on loopback.

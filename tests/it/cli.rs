@@ -110,3 +110,62 @@ fn serve_with_a_bad_config_exits_64_before_binding() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn check_validates_rosters_and_mappings_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for sub in ["rosters", "mappings"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(root.join(sub)).unwrap().flatten() {
+            std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    let config = std::fs::read_to_string(root.join("switchboard.toml")).unwrap();
+    std::fs::write(dir.path().join("switchboard.toml"), &config).unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(dir.path().join("switchboard.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("rosters: 3"), "{stdout}");
+
+    // A roster with a zone that does not exist.
+    let roster = dir.path().join("rosters/hospitalist.toml");
+    let text = std::fs::read_to_string(&roster).unwrap();
+    std::fs::write(&roster, text.replace("America/New_York", "America/Nowhere")).unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(dir.path().join("switchboard.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(&format!("{}:", roster.display())), "{err}");
+    assert!(err.contains("field `timezone`"), "{err}");
+
+    // A mapping rule routing to a role no roster defines.
+    std::fs::write(&roster, text).unwrap();
+    let mapping = dir.path().join("mappings/critical-results.toml");
+    let m = std::fs::read_to_string(&mapping).unwrap();
+    std::fs::write(
+        &mapping,
+        m.replacen("role = \"hospitalist\"", "role = \"astronaut\"", 1),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(dir.path().join("switchboard.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("unknown role `astronaut`"), "{err}");
+    assert!(err.contains(&format!("{}:", mapping.display())), "{err}");
+}
