@@ -51,6 +51,8 @@ pub struct Metrics {
     pub app_ack_failures: AtomicU64,
     /// Gaps detected in FHIR subscription event numbers.
     pub fhir_subscription_gaps: AtomicU64,
+    /// Gaps recovered with `$events`.
+    pub fhir_gaps_recovered: AtomicU64,
 }
 
 impl Metrics {
@@ -61,7 +63,7 @@ impl Metrics {
 
     /// Renders the counters in the Prometheus text format.
     pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
-        let rows: [(&str, &str, &AtomicU64); 16] = [
+        let rows: [(&str, &str, &AtomicU64); 17] = [
             (
                 "switchboard_mllp_connections_accepted_total",
                 "counter",
@@ -137,6 +139,11 @@ impl Metrics {
                 "switchboard_fhir_subscription_gaps_total",
                 "counter",
                 &self.fhir_subscription_gaps,
+            ),
+            (
+                "switchboard_fhir_gaps_recovered_total",
+                "counter",
+                &self.fhir_gaps_recovered,
             ),
         ];
         let mut out = String::new();

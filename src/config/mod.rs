@@ -206,6 +206,17 @@ pub struct OutboxConfig {
     pub answer_timeout: Duration,
 }
 
+/// A FHIR server Switchboard may read from.
+#[derive(Clone, Debug)]
+pub struct FhirSource {
+    /// Base URL, e.g. `https://ehr.example/fhir` (no trailing slash).
+    pub base: String,
+    /// Environment variable holding the bearer token (never in the file).
+    pub token_env: Option<String>,
+    /// CA bundle (PEM) for an `https` base.
+    pub ca: Option<PathBuf>,
+}
+
 /// Matches MSH-3.1 or MSH-4.1.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdMatcher {
@@ -256,6 +267,10 @@ pub struct SenderConfig {
     /// SHA-256 of the bearer tokens this sender may present on the FHIR
     /// endpoints (the tokens themselves are never stored).
     pub tokens_sha256: Vec<[u8; 32]>,
+    /// The sender's own FHIR server, for id-only subscription notifications
+    /// (the focus resource is fetched) and for recovering missed events
+    /// with `$events`.
+    pub fhir_source: Option<FhirSource>,
     /// Zone of timestamps that carry no offset.
     pub timezone: Tz,
     /// MSH-11 processing ids accepted from this sender.
@@ -976,6 +991,41 @@ impl Validator<'_> {
                 })
             }
         };
+        let fhir_source = match &s.fhir_source {
+            None => None,
+            Some(base) => {
+                let base = base.trim_end_matches('/').to_string();
+                let uri_ok = base.parse::<axum::http::Uri>().ok().is_some_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                });
+                if !uri_ok {
+                    self.error(
+                        &p.key("fhir_source"),
+                        "expected an http(s) base URL such as https://ehr.example/fhir",
+                    );
+                }
+                let ca = s.fhir_source_ca.as_deref().map(|c| self.path(c));
+                if base.starts_with("https") && ca.is_none() {
+                    self.error(
+                        &p.key("fhir_source_ca"),
+                        "required with an https `fhir_source`: the server's CA (PEM)",
+                    );
+                }
+                if let Some(ca) = &ca
+                    && !ca.is_file()
+                {
+                    self.error(
+                        &p.key("fhir_source_ca"),
+                        format!("no such file: {}", ca.display()),
+                    );
+                }
+                Some(FhirSource {
+                    base,
+                    token_env: s.fhir_source_token_env.clone(),
+                    ca,
+                })
+            }
+        };
         SenderConfig {
             name,
             msh3,
@@ -983,6 +1033,7 @@ impl Validator<'_> {
             networks,
             certificates: s.certificates.clone(),
             tokens_sha256,
+            fhir_source,
             timezone,
             processing_ids,
             default_charset,

@@ -116,6 +116,9 @@ pub struct RawSender {
     pub certificates: Vec<String>,
     #[serde(default)]
     pub tokens_sha256: Vec<String>,
+    pub fhir_source: Option<String>,
+    pub fhir_source_token_env: Option<String>,
+    pub fhir_source_ca: Option<String>,
     pub timezone: Option<String>,
     pub processing_ids: Option<Vec<String>>,
     pub default_charset: Option<String>,

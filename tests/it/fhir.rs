@@ -874,3 +874,129 @@ async fn https_with_client_certificates_authenticates_the_sender_curl_over_mtls(
     assert!(!revoked.status.success());
     gw.shutdown().await;
 }
+
+/// A stand-in for the sender's own FHIR server: serves one Observation and
+/// `$events` for subscription `abc`.
+async fn source_server() -> SocketAddr {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/fhir/Observation/{id}",
+            get(
+                |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    if id == "42" {
+                        (axum::http::StatusCode::OK, observation("SRC42", "final"))
+                    } else {
+                        (axum::http::StatusCode::NOT_FOUND, String::new())
+                    }
+                },
+            ),
+        )
+        .route(
+            "/fhir/Subscription/abc/{op}",
+            get(
+                |axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+                    assert_eq!(
+                        q.as_deref(),
+                        Some("eventsSinceNumber=2&eventsUntilNumber=4")
+                    );
+                    notification(
+                        "query-event",
+                        4,
+                        &[
+                            (2, Some("urn:uuid:r2")),
+                            (3, Some("urn:uuid:r3")),
+                            (4, Some("urn:uuid:r4")),
+                        ],
+                    )
+                },
+            ),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn id_only_notifications_fetch_the_focus_and_gaps_are_recovered_with_events() {
+    let src = source_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = fhir_config_text(&dir.path().join("data"), "").replacen(
+        "name = \"lab-fhir\"\n",
+        &format!("name = \"lab-fhir\"\nfhir_source = \"http://{src}/fhir\"\n"),
+        1,
+    );
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, text).unwrap();
+    let gw = Gateway::start(switchboard::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let g = FhirGateway { gw, dir };
+    // The source's own notifications name its subscription by its URL.
+    let here =
+        |text: String| text.replace("http://ehr.example/fhir", &format!("http://{src}/fhir"));
+    // Event 1 names its focus only.
+    let r = g
+        .post(
+            "/fhir/notifications",
+            here(notification("event-notification", 1, &[(1, None)]))
+                .replace(
+                    r#"{"eventNumber":"1"}"#,
+                    r#"{"eventNumber":"1","focus":{"reference":"Observation/42"}}"#,
+                )
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("1 event"),
+        "the focus was fetched"
+    );
+    // Event 5 arrives; 2 to 4 are fetched with $events.
+    let r = g
+        .post(
+            "/fhir/notifications",
+            here(notification(
+                "event-notification",
+                5,
+                &[(5, Some("urn:uuid:obs-5"))],
+            ))
+            .as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let m = g.gw.metrics();
+    assert_eq!(
+        m.fhir_subscription_gaps
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        m.fhir_gaps_recovered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let rows = g.rows();
+    let recovered = rows
+        .iter()
+        .find(|r| r.message_type == "FHIR^notification-recovered")
+        .expect("recovered row");
+    assert_eq!(recovered.events, 3);
+    // A focus the source cannot give: 503, to be resent.
+    let r = g
+        .post(
+            "/fhir/notifications",
+            here(notification("event-notification", 6, &[(6, None)]))
+                .replace(
+                    r#"{"eventNumber":"6"}"#,
+                    r#"{"eventNumber":"6","focus":{"reference":"Observation/999"}}"#,
+                )
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+}

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::FHIR_JSON;
 use super::auth::authenticate;
+use super::source;
 use crate::config::SenderConfig;
 use crate::event::ClinicalEvent;
 use crate::journal::{DedupKey, Fate, NewMessage, Receipt};
@@ -709,6 +710,7 @@ pub async fn notification(
         _ => String::new(),
     };
     // Where this subscription stands, and whether events went missing.
+    let mut missing = None;
     let newest = last.or(n.events_since_subscription_start);
     if let Some(newest) = newest {
         let sub = format!("{}|{}", sender.name, n.subscription);
@@ -731,55 +733,28 @@ pub async fn notification(
         };
         if let Some((from, to)) = gap_start {
             report_gap(&shared, sender, &n.subscription, from, to).await;
+            missing = Some((from, to));
         }
     }
     let out = match n.notification_type {
         fhir::NotificationType::EventNotification | fhir::NotificationType::QueryEvent => {
-            let cx = n.context();
-            let mut events = Vec::new();
-            let mut error = None;
-            let mut id_only = 0;
-            for (i, e) in n.events.iter().enumerate() {
-                let Some(focus) = e.focus.as_deref() else {
-                    id_only += 1;
-                    continue;
-                };
-                match cx.resolve(focus) {
-                    Some(r) if fhir::supported_type(&r.type_name) => {
-                        match fhir::events(r, Some(&cx), &req.ctx()) {
-                            Ok(mut ev) => events.append(&mut ev),
-                            Err(err) => {
-                                error = Some(err.within(&format!("notification.event[{i}].focus")));
-                                break;
-                            }
-                        }
-                    }
-                    Some(_) => {}
-                    None => id_only += 1,
-                }
-            }
-            match error {
-                Some(e) => rejected(e),
-                None => {
-                    if id_only > 0 {
-                        tracing::warn!(sender = %sender.name, events = id_only, "notification events without an included focus resource: recorded, no event produced (fetching from the source server is not configured)");
-                    }
-                    Outcome {
-                        status: 200,
-                        body: fhir::information_outcome(&format!(
-                            "notification accepted: {} event(s)",
-                            events.len()
-                        )),
-                        location: None,
-                        fate: if events.is_empty() {
-                            Fate::Filtered
-                        } else {
-                            Fate::Accepted
-                        },
-                        events,
-                        error: None,
-                    }
-                }
+            match notification_events(&req, &n).await {
+                Ok(events) => Outcome {
+                    status: 200,
+                    body: fhir::information_outcome(&format!(
+                        "notification accepted: {} event(s)",
+                        events.len()
+                    )),
+                    location: None,
+                    fate: if events.is_empty() {
+                        Fate::Filtered
+                    } else {
+                        Fate::Accepted
+                    },
+                    events,
+                    error: None,
+                },
+                Err(e) => rejected(e),
             }
         }
         _ => Outcome {
@@ -791,7 +766,106 @@ pub async fn notification(
             error: None,
         },
     };
-    req.commit(&trigger, key, &bytes, n.processing, out).await
+    let response = req.commit(&trigger, key, &bytes, n.processing, out).await;
+    if let Some((from, to)) = missing {
+        recover_gap(&req, &n.subscription, from, to).await;
+    }
+    response
+}
+
+/// The events of a notification: each event's focus from the resources
+/// included in it, or — for an id-only notification — fetched from the
+/// sender's FHIR server. A focus that cannot be had now is a 503 (the
+/// source resends; nothing is half-processed).
+async fn notification_events(
+    req: &Request<'_>,
+    n: &fhir::Notification,
+) -> Result<Vec<ClinicalEvent>, FhirError> {
+    let cx = n.context();
+    let mut events = Vec::new();
+    let mut fetched: Vec<fhir::Resource> = Vec::new();
+    for (i, e) in n.events.iter().enumerate() {
+        let Some(focus) = e.focus.as_deref() else {
+            continue;
+        };
+        match cx.resolve(focus) {
+            Some(r) => {
+                let mut ev = fhir::events(r, Some(&cx), &req.ctx())
+                    .map_err(|err| err.within(&format!("notification.event[{i}].focus")))?;
+                events.append(&mut ev);
+            }
+            None => {
+                let Some(source) = req.sender.fhir_source.as_ref() else {
+                    tracing::warn!(sender = %req.sender.name, "id-only notification event and no fhir_source configured: recorded, no event produced");
+                    continue;
+                };
+                let Some(path) = source::relative(source, focus) else {
+                    tracing::warn!(sender = %req.sender.name, "notification focus is not on the configured source server: recorded, no event produced");
+                    continue;
+                };
+                let kind = path.split('/').next().unwrap_or("").to_string();
+                let body = source::get(source, &path).await.map_err(|e| {
+                    tracing::error!(sender = %req.sender.name, error = %e, "cannot fetch the focus of an id-only notification; answering 503 so it is resent");
+                    FhirError::transient()
+                })?;
+                let r = fhir::parse_resource(&body, Some(&kind))
+                    .map_err(|err| err.within(&format!("notification.event[{i}].focus")))?;
+                fetched.push(r);
+            }
+        }
+    }
+    for r in &fetched {
+        events.append(&mut fhir::events(r, Some(&cx), &req.ctx())?);
+    }
+    Ok(events)
+}
+
+/// Asks the source server for the missed events with `$events` and
+/// processes them like a notification, journaled as their own request.
+async fn recover_gap(req: &Request<'_>, subscription: &str, from: u64, to: u64) {
+    let Some(source) = req.sender.fhir_source.as_ref() else {
+        return;
+    };
+    let Some(sub) = source::relative(source, subscription) else {
+        tracing::error!(sender = %req.sender.name, "subscription is not on the configured source server: gap cannot be recovered");
+        return;
+    };
+    let path = format!("{sub}/$events?eventsSinceNumber={from}&eventsUntilNumber={to}");
+    let body = match source::get(source, &path).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(sender = %req.sender.name, error = %e, missing_from = from, missing_to = to, "gap recovery with $events failed; the gap stays reported");
+            return;
+        }
+    };
+    let n = match fhir::parse_notification(&body) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(sender = %req.sender.name, status = e.status, "gap recovery: $events answer unreadable");
+            return;
+        }
+    };
+    let out = match notification_events(req, &n).await {
+        Ok(events) => Outcome {
+            status: 200,
+            body: fhir::information_outcome(&format!("recovered: {} event(s)", events.len())),
+            location: None,
+            fate: if events.is_empty() {
+                Fate::Filtered
+            } else {
+                Fate::Accepted
+            },
+            events,
+            error: None,
+        },
+        Err(e) => rejected(e),
+    };
+    let key = format!("{}#{from}-{to}", subscription);
+    let _ = req
+        .commit("notification-recovered", key, &body, n.processing, out)
+        .await;
+    Metrics::inc(&req.shared.metrics.fhir_gaps_recovered);
+    tracing::warn!(sender = %req.sender.name, missing_from = from, missing_to = to, "missed subscription events recovered with $events");
 }
 
 /// A subscription skipped event numbers: ERROR log, metric, audit record.

@@ -15,6 +15,7 @@
 
 mod auth;
 mod handlers;
+pub mod source;
 
 use std::sync::Arc;
 
