@@ -5,6 +5,7 @@
 
 mod compliance;
 mod messages;
+mod routing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -113,6 +114,18 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: compliance::HoldCommand,
+    },
+    /// Who is on call for a role (at an instant; default now).
+    Oncall {
+        /// Role, scope, time, output.
+        #[command(flatten)]
+        args: routing::OncallArgs,
+    },
+    /// Show how messages would be routed, without sending or storing anything.
+    Route {
+        /// Files, time, sender, output.
+        #[command(flatten)]
+        args: routing::RouteArgs,
     },
 }
 
@@ -231,6 +244,8 @@ pub fn main() -> ExitCode {
         Command::Keys { action } => compliance::keys(action),
         Command::Retention { action } => compliance::retention(action),
         Command::Hold { action } => compliance::hold(action),
+        Command::Oncall { args } => routing::oncall(args),
+        Command::Route { args } => routing::route(args),
     }
 }
 

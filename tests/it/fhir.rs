@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
-const TOKEN: &str = "lab-fhir-token-for-tests";
+pub(crate) const TOKEN: &str = "lab-fhir-token-for-tests";
 
 /// A response: status, headers (lower-case names), body.
 pub struct HttpResponse {
@@ -332,7 +332,7 @@ async fn corpus_bundles_and_messages_are_processed() {
     }
 }
 
-fn observation(id: &str, status: &str) -> String {
+pub(crate) fn observation(id: &str, status: &str) -> String {
     format!(
         r#"{{"resourceType":"Observation","identifier":[{{"system":"urn:lab","value":"{id}"}}],"status":"{status}",
 "code":{{"coding":[{{"system":"http://loinc.org","code":"2823-3","display":"Potassium"}}]}},

@@ -104,7 +104,7 @@ pub fn capability_statement(base: &str) -> Value {
         "software": { "name": "Switchboard", "version": env!("CARGO_PKG_VERSION") },
         "implementation": { "description": "Switchboard clinical alert gateway: FHIR R4 intake", "url": base },
         "fhirVersion": "4.0.1",
-        "format": [FHIR_JSON, "json"],
+        "format": [FHIR_JSON, "json", FHIR_XML, "xml"],
         "rest": [{
             "mode": "server",
             "documentation": "Resources are accepted for alerting only: they are journaled and turned into events, not stored for read. Every 2xx follows a durable commit. Repeats are recognised by If-None-Exist, Bundle.identifier, the subscription event number, or the first business identifier.",
@@ -129,16 +129,25 @@ struct Request<'a> {
     shared: &'a Arc<Shared>,
     sender: &'a SenderConfig,
     peer: &'a PeerInfo,
+    /// The body's media type (one of [`MEDIA_TYPES`]), journaled with it.
+    media: &'static str,
 }
+
+/// Media type of FHIR XML.
+const FHIR_XML: &str = "application/fhir+xml";
+
+/// The request media types accepted; the last two are read as FHIR XML.
+const MEDIA_TYPES: &[&str] = &[FHIR_JSON, "application/json", FHIR_XML, "application/xml"];
 
 /// Reads the body, refusing a wrong content type (415) and anything over
 /// the limit (413) — from `Content-Length` before reading, else while
-/// reading, never buffering more than the limit.
+/// reading, never buffering more than the limit. Returns it with its media
+/// type.
 async fn read_body(
     shared: &Shared,
     headers: &HeaderMap,
     body: Body,
-) -> Result<axum::body::Bytes, FhirError> {
+) -> Result<(axum::body::Bytes, &'static str), FhirError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -149,9 +158,13 @@ async fn read_body(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if media != FHIR_JSON && media != "application/json" {
-        return Err(FhirError::unsupported_media_type());
-    }
+    let Some(media) = MEDIA_TYPES.iter().copied().find(|m| *m == media) else {
+        return Err(FhirError::new(
+            415,
+            IssueType::NotSupported,
+            "Content-Type must be application/fhir+json, application/json, application/fhir+xml or application/xml",
+        ));
+    };
     let max = shared.config.http.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -162,7 +175,7 @@ async fn read_body(
     }
     let timeout = shared.config.http.request_timeout;
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
-        Ok(Ok(b)) => Ok(b),
+        Ok(Ok(b)) => Ok((b, media)),
         Ok(Err(_)) => Err(FhirError::too_long()),
         Err(_) => Err(FhirError::new(
             408,
@@ -190,6 +203,21 @@ fn envelope(status: u16, location: Option<&str>, body: &Value) -> Vec<u8> {
 }
 
 impl Request<'_> {
+    /// The body as FHIR JSON: an XML body is converted (strict; 400
+    /// `structure` when it cannot be), then read exactly as JSON is. The
+    /// journal keeps the bytes as received.
+    fn json<'b>(
+        &self,
+        raw: &'b [u8],
+        release: fhir::XmlRelease,
+    ) -> Result<std::borrow::Cow<'b, [u8]>, FhirError> {
+        if self.media == FHIR_XML || self.media == "application/xml" {
+            fhir::xml_to_json(raw, release).map(std::borrow::Cow::Owned)
+        } else {
+            Ok(std::borrow::Cow::Borrowed(raw))
+        }
+    }
+
     fn ctx(&self) -> FhirContext<'_> {
         FhirContext {
             source: &self.sender.name,
@@ -228,7 +256,7 @@ impl Request<'_> {
             trigger: trigger.to_string(),
             processing_id: processing.code().to_string(),
             raw: raw.to_vec(),
-            raw_charset: FHIR_JSON.into(),
+            raw_charset: self.media.into(),
             body_sha256: identity,
             fate: out.fate,
             reason: out.error.as_ref().map(|e| e.diagnostics.to_string()),
@@ -317,7 +345,7 @@ pub async fn create(
             return error_response(&e);
         }
     };
-    let bytes = match read_body(&shared, &headers, body).await {
+    let (bytes, media) = match read_body(&shared, &headers, body).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
@@ -325,6 +353,7 @@ pub async fn create(
         shared: &shared,
         sender,
         peer: &peer,
+        media,
     };
     if kind == "$process-message" {
         return process_message(&req, &bytes).await;
@@ -346,7 +375,10 @@ pub async fn create(
             )
             .await;
     }
-    let resource = match fhir::parse_resource(&bytes, Some(&kind)) {
+    let resource = match req
+        .json(&bytes, fhir::XmlRelease::R4)
+        .and_then(|b| fhir::parse_resource(&b, Some(&kind)))
+    {
         Ok(r) => r,
         Err(e) => {
             return req
@@ -405,7 +437,7 @@ pub async fn bundle(
         Ok(s) => s,
         Err(e) => return error_response(&e),
     };
-    let bytes = match read_body(&shared, &headers, body).await {
+    let (bytes, media) = match read_body(&shared, &headers, body).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
@@ -413,8 +445,12 @@ pub async fn bundle(
         shared: &shared,
         sender,
         peer: &peer,
+        media,
     };
-    let parsed = match fhir::parse_bundle(&bytes) {
+    let parsed = match req
+        .json(&bytes, fhir::XmlRelease::R4)
+        .and_then(|b| fhir::parse_bundle(&b))
+    {
         Ok(b) => b,
         Err(e) => {
             return req
@@ -578,7 +614,10 @@ fn batch(req: &Request<'_>, b: &Bundle) -> Outcome {
 
 /// `POST {base}/$process-message` with a message Bundle.
 async fn process_message(req: &Request<'_>, bytes: &[u8]) -> Response {
-    let parsed = match fhir::parse_bundle(bytes) {
+    let parsed = match req
+        .json(bytes, fhir::XmlRelease::R4)
+        .and_then(|b| fhir::parse_bundle(&b))
+    {
         Ok(b) => b,
         Err(e) => {
             return req
@@ -678,7 +717,7 @@ pub async fn notification(
         Ok(s) => s,
         Err(e) => return error_response(&e),
     };
-    let bytes = match read_body(&shared, &headers, body).await {
+    let (bytes, media) = match read_body(&shared, &headers, body).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
@@ -686,8 +725,12 @@ pub async fn notification(
         shared: &shared,
         sender,
         peer: &peer,
+        media,
     };
-    let n = match fhir::parse_notification(&bytes) {
+    let n = match req
+        .json(&bytes, fhir::XmlRelease::Notification)
+        .and_then(|b| fhir::parse_notification(&b))
+    {
         Ok(n) => n,
         Err(e) => {
             return req

@@ -37,5 +37,8 @@ pub fn router(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/", post(handlers::bundle))
         .route("/notifications", post(handlers::notification))
         .route("/{kind}", post(handlers::create));
-    Router::new().nest(&base, fhir)
+    // Clients post batches to the base with or without a trailing slash.
+    Router::new()
+        .route(&format!("{base}/"), post(handlers::bundle))
+        .nest(&base, fhir)
 }

@@ -40,6 +40,7 @@ pub mod map;
 mod notification;
 pub mod resource;
 mod time;
+pub mod xml;
 
 #[cfg(test)]
 mod tests;
@@ -51,6 +52,7 @@ pub use notification::{
     parse_notification,
 };
 pub use resource::{MAX_DEPTH, Resource, parse_resource};
+pub use xml::{XmlRelease, xml_to_json};
 
 use crate::event::ClinicalEvent;
 
