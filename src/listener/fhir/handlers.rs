@@ -202,7 +202,33 @@ fn envelope(status: u16, location: Option<&str>, body: &Value) -> Vec<u8> {
         .into_bytes()
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    /// The common start of every FHIR request: authenticate (401/403,
+    /// nothing journaled), then read the body within its limits.
+    async fn begin(
+        shared: &'a Arc<Shared>,
+        peer: &'a PeerInfo,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<(Request<'a>, axum::body::Bytes), Response> {
+        let sender = authenticate(&shared.config.senders, headers, peer).map_err(|e| {
+            tracing::info!(peer = %peer.addr, status = e.status, "FHIR request not authenticated");
+            error_response(&e)
+        })?;
+        let (bytes, media) = read_body(shared, headers, body)
+            .await
+            .map_err(|e| error_response(&e))?;
+        Ok((
+            Request {
+                shared,
+                sender,
+                peer,
+                media,
+            },
+            bytes,
+        ))
+    }
+
     /// The body as FHIR JSON: an XML body is converted (strict; 400
     /// `structure` when it cannot be), then read exactly as JSON is. The
     /// journal keeps the bytes as received.
@@ -338,22 +364,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let sender = match authenticate(&shared.config.senders, &headers, &peer) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::info!(peer = %peer.addr, status = e.status, "FHIR request not authenticated");
-            return error_response(&e);
-        }
-    };
-    let (bytes, media) = match read_body(&shared, &headers, body).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&e),
-    };
-    let req = Request {
-        shared: &shared,
-        sender,
-        peer: &peer,
-        media,
+    let (req, bytes) = match Request::begin(&shared, &peer, &headers, body).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     if kind == "$process-message" {
         return process_message(&req, &bytes).await;
@@ -433,19 +446,9 @@ pub async fn bundle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let sender = match authenticate(&shared.config.senders, &headers, &peer) {
-        Ok(s) => s,
-        Err(e) => return error_response(&e),
-    };
-    let (bytes, media) = match read_body(&shared, &headers, body).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&e),
-    };
-    let req = Request {
-        shared: &shared,
-        sender,
-        peer: &peer,
-        media,
+    let (req, bytes) = match Request::begin(&shared, &peer, &headers, body).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let parsed = match req
         .json(&bytes, fhir::XmlRelease::R4)
@@ -713,19 +716,9 @@ pub async fn notification(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let sender = match authenticate(&shared.config.senders, &headers, &peer) {
-        Ok(s) => s,
-        Err(e) => return error_response(&e),
-    };
-    let (bytes, media) = match read_body(&shared, &headers, body).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&e),
-    };
-    let req = Request {
-        shared: &shared,
-        sender,
-        peer: &peer,
-        media,
+    let (req, bytes) = match Request::begin(&shared, &peer, &headers, body).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let n = match req
         .json(&bytes, fhir::XmlRelease::Notification)
@@ -756,7 +749,7 @@ pub async fn notification(
     let mut missing = None;
     let newest = last.or(n.events_since_subscription_start);
     if let Some(newest) = newest {
-        let sub = format!("{}|{}", sender.name, n.subscription);
+        let sub = format!("{}|{}", req.sender.name, n.subscription);
         let at = shared.clock.now_utc();
         let previous = shared
             .journal
@@ -775,7 +768,7 @@ pub async fn notification(
             _ => None,
         };
         if let Some((from, to)) = gap_start {
-            report_gap(&shared, sender, &n.subscription, from, to).await;
+            report_gap(&shared, req.sender, &n.subscription, from, to).await;
             missing = Some((from, to));
         }
     }
