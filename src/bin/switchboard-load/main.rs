@@ -41,7 +41,12 @@ use report::{Report, Tally};
 
 /// Load generator and answer checker for MLLP servers.
 #[derive(Parser, Debug)]
-#[command(name = "switchboard-load", version, about, long_about = None)]
+#[command(
+    name = "switchboard-load",
+    version,
+    about = "Load generator and answer checker for MLLP servers (HL7 v2)",
+    long_about = None
+)]
 struct Args {
     /// MLLP server to drive (host:port).
     #[arg(long, default_value = "127.0.0.1:2575")]
