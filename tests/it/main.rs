@@ -18,6 +18,7 @@ mod enhanced;
 mod fhir;
 mod fhir_crash;
 mod fhir_more;
+mod fuzz_replay;
 mod interop;
 mod limits;
 mod load;
