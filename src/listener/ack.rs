@@ -233,7 +233,23 @@ pub fn build(
         }
         out.push('\r');
     }
-    out.into_bytes()
+    encode_as(&h.charset, out)
+}
+
+/// The acknowledgement in the character set its MSH-18 declares (the
+/// sender's own), so echoed fields such as MSA-2 come back byte for byte.
+/// ISO 8859 parts use the same WHATWG encodings the decoder uses; UTF-8,
+/// ASCII and unknown names stay UTF-8.
+fn encode_as(charset: &str, text: String) -> Vec<u8> {
+    match crate::parse::Charset::from_msh18(charset) {
+        Some(crate::parse::Charset::Iso8859(n)) => {
+            match encoding_rs::Encoding::for_label(format!("iso-8859-{n}").as_bytes()) {
+                Some(enc) => enc.encode(&text).0.into_owned(),
+                None => text.into_bytes(),
+            }
+        }
+        _ => text.into_bytes(),
+    }
 }
 
 /// A batch header echoed in an acknowledgement batch.

@@ -38,15 +38,12 @@ fn fuzz_corpus_and_artifacts_replay() {
     assert!(total > 0);
 }
 
-/// Known bug found by the `ack_roundtrip` fuzzer (not fixed here): for a
-/// message declaring `MSH-18 = 8859/n`, `listener::ack::build` returns the
-/// ACK as UTF-8 bytes while echoing `8859/n` in the ACK's MSH-18. Any
-/// non-ASCII byte echoed (MSH-3..6, MSH-9.2, MSH-10 -> MSA-2) is then
-/// re-encoded, so the sender, decoding its own charset, reads an MSA-2 that
-/// differs from the MSH-10 it sent. Ignored until the ACK is encoded in the
-/// declared character set; run with `cargo test -- --ignored`.
+/// Regression for a bug found by the `ack_roundtrip` fuzzer: for a message
+/// declaring `MSH-18 = 8859/n`, the ACK was sent as UTF-8 bytes while
+/// echoing `8859/n`, so a sender decoding its own charset read an MSA-2
+/// that differed from the MSH-10 it sent. The ACK is now encoded in the
+/// declared character set.
 #[test]
-#[ignore = "known bug: ACK bytes are UTF-8 under an 8859/n MSH-18"]
 fn ack_bytes_match_declared_charset() {
     use switchboard::listener::ack::{self, AckCode, AckOptions};
     use switchboard::parse::{Charset, Header, decode_frame, split};
