@@ -251,6 +251,19 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// Journals a request that could not be read as FHIR, with its
+    /// OperationOutcome; answers after the commit.
+    async fn reject(&self, trigger: &str, raw: &[u8], e: FhirError) -> Response {
+        self.commit(
+            trigger,
+            String::new(),
+            raw,
+            crate::event::Processing::Production,
+            rejected(e),
+        )
+        .await
+    }
+
     /// Journals the request with its answer; answers after the commit.
     async fn commit(
         &self,
@@ -378,15 +391,7 @@ pub async fn create(
             kind_expr(&kind),
             "resource type not supported here",
         );
-        return req
-            .commit(
-                &short(&kind),
-                String::new(),
-                &bytes,
-                crate::event::Processing::Production,
-                rejected(e),
-            )
-            .await;
+        return req.reject(&kind_expr(&kind), &bytes, e).await;
     }
     let resource = match req
         .json(&bytes, fhir::XmlRelease::R4)
@@ -394,15 +399,7 @@ pub async fn create(
     {
         Ok(r) => r,
         Err(e) => {
-            return req
-                .commit(
-                    &kind,
-                    String::new(),
-                    &bytes,
-                    crate::event::Processing::Production,
-                    rejected(e),
-                )
-                .await;
+            return req.reject(&kind, &bytes, e).await;
         }
     };
     let if_none_exist = headers.get("if-none-exist").and_then(|v| v.to_str().ok());
@@ -435,10 +432,6 @@ fn kind_expr(kind: &str) -> String {
     }
 }
 
-fn short(kind: &str) -> String {
-    kind_expr(kind)
-}
-
 /// `POST {base}` with a batch or transaction Bundle.
 pub async fn bundle(
     State(shared): State<Arc<Shared>>,
@@ -456,15 +449,7 @@ pub async fn bundle(
     {
         Ok(b) => b,
         Err(e) => {
-            return req
-                .commit(
-                    "Bundle",
-                    String::new(),
-                    &bytes,
-                    crate::event::Processing::Production,
-                    rejected(e),
-                )
-                .await;
+            return req.reject("Bundle", &bytes, e).await;
         }
     };
     let key = bundle_key(&parsed);
@@ -623,15 +608,7 @@ async fn process_message(req: &Request<'_>, bytes: &[u8]) -> Response {
     {
         Ok(b) => b,
         Err(e) => {
-            return req
-                .commit(
-                    "Bundle-message",
-                    String::new(),
-                    bytes,
-                    crate::event::Processing::Production,
-                    rejected(e),
-                )
-                .await;
+            return req.reject("Bundle-message", bytes, e).await;
         }
     };
     let processing = parsed.processing;
@@ -726,15 +703,7 @@ pub async fn notification(
     {
         Ok(n) => n,
         Err(e) => {
-            return req
-                .commit(
-                    "notification",
-                    String::new(),
-                    &bytes,
-                    crate::event::Processing::Production,
-                    rejected(e),
-                )
-                .await;
+            return req.reject("notification", &bytes, e).await;
         }
     };
     let kind = n.notification_type.code();
