@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::AuditRecord;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::journal::{self, Journal, SqliteStorage, Storage, StorageError};
@@ -17,6 +18,7 @@ use crate::listener::ack::AckIds;
 use crate::listener::connection::Shared;
 use crate::listener::tls::TlsError;
 use crate::listener::{app_ack, http, server, tls};
+use crate::live::{self, LiveCensus, LiveRouting, ReloadOutcome};
 use crate::telemetry::Metrics;
 
 /// Why the gateway could not start.
@@ -89,7 +91,11 @@ impl Gateway {
                 addr: config.http.listen,
                 source,
             })?;
-        let journal = Journal::start(storage, &config.storage);
+        let mut storage = storage;
+        let census = load_census(&mut *storage, &config)?;
+        let journal =
+            Journal::start_with_hook(storage, &config.storage, Some(census.after_commit()));
+        let routing = Arc::new(LiveRouting::new(&config, clock.now_utc()));
         let shared = Arc::new(Shared {
             ids: AckIds::new(clock.now_utc()),
             config: Arc::new(config),
@@ -97,6 +103,8 @@ impl Gateway {
             clock,
             metrics: Arc::new(Metrics::default()),
             outbox_wake: Arc::new(Notify::new()),
+            census,
+            routing,
         });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -124,6 +132,8 @@ impl Gateway {
             shutdown.clone(),
         ));
         tasks.spawn(recover_journal(shared.clone(), shutdown.clone()));
+        tasks.spawn(census_snapshots(shared.clone(), shutdown.clone()));
+        tasks.spawn(watch_routing(shared.clone(), shutdown.clone()));
         tasks.spawn(retention_schedule(shared.clone(), shutdown.clone()));
         if let Some(syslog) = shared.config.audit.syslog.clone() {
             tasks.spawn(ship_audit(shared.clone(), syslog, shutdown.clone()));
@@ -147,6 +157,16 @@ impl Gateway {
         self.http_addr
     }
 
+    /// The live patient census.
+    pub fn census(&self) -> &Arc<LiveCensus> {
+        &self.shared.census
+    }
+
+    /// The routing set serving now, and its reloads.
+    pub fn routing(&self) -> &Arc<LiveRouting> {
+        &self.shared.routing
+    }
+
     /// The journal.
     pub fn journal(&self) -> &Journal {
         &self.shared.journal
@@ -163,6 +183,7 @@ impl Gateway {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        save_census(&self.shared).await;
         // Every task is done: ours is the last handle on the journal. Let
         // the committer drain and close the store cleanly.
         let journal = self.shared.journal.clone();
@@ -171,6 +192,138 @@ impl Gateway {
             tracing::warn!("journal did not close within 30 s");
         }
     }
+}
+
+/// Rebuilds the census from the journal (snapshot + replay) before the
+/// committer starts, so the first message sees the census as it was.
+fn load_census(storage: &mut dyn Storage, config: &Config) -> Result<Arc<LiveCensus>, StartError> {
+    let (census, report) = storage.census_load()?;
+    tracing::info!(
+        snapshot_event = report.snapshot.map(|s| s.1),
+        events = report.events,
+        ops = report.ops,
+        erased = report.erased,
+        warnings = report.warnings,
+        patients = census.patients().count(),
+        "census rebuilt from the journal"
+    );
+    if report.unusable_snapshots > 0 {
+        tracing::warn!(
+            count = report.unusable_snapshots,
+            "census snapshots that could not be opened were skipped"
+        );
+    }
+    Ok(LiveCensus::new(census.with_nurse_role_codes(
+        config.census.nurse_role_codes.iter().cloned(),
+    )))
+}
+
+/// Journals a census snapshot when it changed since the last one.
+async fn save_census(shared: &Arc<Shared>) {
+    if !shared.census.dirty() {
+        return;
+    }
+    let live = shared.census.clone();
+    let now = shared.clock.now_utc();
+    let saved = shared
+        .journal
+        .with_storage(move |s| {
+            // On the committer thread: the census holds exactly what is committed.
+            let changes = live.changes();
+            let result = s.census_snapshot(&live.read(), now);
+            if result.is_ok() {
+                live.mark_saved(changes);
+            }
+            result
+        })
+        .await;
+    match saved {
+        Ok(Ok(upto)) => tracing::debug!(upto_event = upto, "census snapshot saved"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "census snapshot failed; will retry"),
+        Err(_) => {}
+    }
+}
+
+async fn census_snapshots(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let every = shared.config.census.snapshot_interval;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => save_census(&shared).await,
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Reloads rosters and mappings on SIGHUP and on file change.
+async fn watch_routing(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let reload = &shared.config.reload;
+    let dirs = if reload.watch_files {
+        shared
+            .routing
+            .dirs()
+            .iter()
+            .map(|d| d.to_path_buf())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let s = shared.clone();
+    live::watch(dirs, reload.settle, shutdown, move |why| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            reload_routing(&s, why, "system").await;
+        });
+    })
+    .await;
+}
+
+/// Reloads the routing set, logs and audits the outcome.
+pub async fn reload_routing(shared: &Arc<Shared>, why: &str, actor: &str) -> ReloadOutcome {
+    let now = shared.clock.now_utc();
+    let routing = shared.routing.clone();
+    let outcome = tokio::task::spawn_blocking(move || routing.reload(now))
+        .await
+        .unwrap_or_else(|_| ReloadOutcome::Refused {
+            revision: shared.routing.current().revision,
+            errors: Vec::new(),
+        });
+    let (result, object) = match &outcome {
+        ReloadOutcome::Unchanged { revision } => {
+            tracing::debug!(trigger = why, revision, "routing files unchanged");
+            return outcome;
+        }
+        ReloadOutcome::Reloaded { revision, changes } => {
+            tracing::info!(trigger = why, revision, "rosters and mappings reloaded");
+            for c in changes {
+                tracing::info!(
+                    role = %c.role,
+                    scope = c.scope.as_deref().unwrap_or("-"),
+                    before = %c.before.join(","),
+                    after = %c.after.join(","),
+                    "on call now changes with the reload"
+                );
+            }
+            ("ok".to_string(), format!("routing:{revision}"))
+        }
+        ReloadOutcome::Refused { revision, errors } => {
+            tracing::error!(
+                trigger = why,
+                serving = revision,
+                errors = errors.len(),
+                "rosters/mappings refused; the previous version serves on"
+            );
+            for e in errors {
+                tracing::error!("{e}");
+            }
+            (
+                format!("refused: {} errors", errors.len()),
+                format!("routing:{revision}"),
+            )
+        }
+    };
+    let rec = AuditRecord::new(now, actor, "routing.reload", object, why, &result);
+    let _ = shared.journal.with_storage(move |s| s.audit(&rec)).await;
+    outcome
 }
 
 /// While the journal is unhealthy, probe it every second so readiness and

@@ -70,6 +70,41 @@ impl EventKind {
             EventKind::Communication => "communication",
         }
     }
+
+    /// True for the ADT kinds the patient census applies.
+    pub fn is_adt(self) -> bool {
+        matches!(
+            self,
+            EventKind::Admit
+                | EventKind::Transfer
+                | EventKind::Discharge
+                | EventKind::Register
+                | EventKind::OutpatientToInpatient
+                | EventKind::InpatientToOutpatient
+                | EventKind::Update
+                | EventKind::CancelAdmit
+                | EventKind::CancelTransfer
+                | EventKind::CancelDischarge
+                | EventKind::BedSwap
+                | EventKind::Merge
+        )
+    }
+
+    /// Every ADT kind's stored name (for journal queries).
+    pub const ADT: [EventKind; 12] = [
+        EventKind::Admit,
+        EventKind::Transfer,
+        EventKind::Discharge,
+        EventKind::Register,
+        EventKind::OutpatientToInpatient,
+        EventKind::InpatientToOutpatient,
+        EventKind::Update,
+        EventKind::CancelAdmit,
+        EventKind::CancelTransfer,
+        EventKind::CancelDischarge,
+        EventKind::BedSwap,
+        EventKind::Merge,
+    ];
 }
 
 /// MSH-11 processing id. Only `Production` events may ever page production

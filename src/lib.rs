@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod app;
 pub mod audit;
 pub mod census;
@@ -40,6 +41,7 @@ pub mod clock;
 pub mod config;
 pub mod event;
 pub mod journal;
+pub mod live;
 pub mod listener;
 pub mod parse;
 pub mod retention;

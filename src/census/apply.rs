@@ -21,22 +21,7 @@ impl Census {
     /// inconsistencies are applied as far as safe and reported.
     pub fn apply(&mut self, ev: &ClinicalEvent) -> Applied {
         let mut out = Applied::default();
-        let adt = matches!(
-            ev.kind,
-            EventKind::Admit
-                | EventKind::Transfer
-                | EventKind::Discharge
-                | EventKind::Register
-                | EventKind::OutpatientToInpatient
-                | EventKind::InpatientToOutpatient
-                | EventKind::Update
-                | EventKind::CancelAdmit
-                | EventKind::CancelTransfer
-                | EventKind::CancelDischarge
-                | EventKind::BedSwap
-                | EventKind::Merge
-        );
-        if !adt {
+        if !ev.kind.is_adt() {
             out.ignored = Some(Ignored::NotAdt);
             return out;
         }

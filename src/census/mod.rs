@@ -86,6 +86,7 @@
 //! [`CensusError`]s carry identifiers, beds and kinds only.
 
 mod apply;
+mod ops;
 
 #[cfg(test)]
 mod tests;
@@ -99,6 +100,8 @@ use serde::{Deserialize, Serialize};
 use crate::event::{ClinicalEvent, EventKind, Identifier, Location, ProviderRole};
 use crate::roster::Rosters;
 use crate::rules::Relation;
+
+pub use ops::CensusOp;
 
 /// A patient identifier: (assigning authority, value), both trimmed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -454,6 +457,25 @@ pub enum Warning {
         /// The bed freed.
         freed: Bed,
     },
+}
+
+impl Warning {
+    /// The warning's kind (its serde tag), safe to log: no identifier.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Warning::NoIdentifier { .. } => "no-identifier",
+            Warning::UnknownPatient { .. } => "unknown-patient",
+            Warning::IdentityConflict { .. } => "identity-conflict",
+            Warning::NoLocation { .. } => "no-location",
+            Warning::NotActive { .. } => "not-active",
+            Warning::AlreadyAdmitted { .. } => "already-admitted",
+            Warning::AlreadyDischarged { .. } => "already-discharged",
+            Warning::NothingToCancel { .. } => "nothing-to-cancel",
+            Warning::BedOccupied { .. } => "bed-occupied",
+            Warning::IncompleteSwap { .. } => "incomplete-swap",
+            Warning::MergeBedConflict { .. } => "merge-bed-conflict",
+        }
+    }
 }
 
 impl fmt::Display for Warning {

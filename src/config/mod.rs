@@ -7,6 +7,7 @@
 //! resolved against the folder of the configuration file.
 
 mod error;
+mod live;
 pub(crate) mod locate;
 #[allow(missing_docs)]
 pub mod raw;
@@ -20,6 +21,7 @@ use chrono_tz::Tz;
 use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use live::{CensusConfig, OperatorConfig, Permission, ReloadConfig};
 use locate::{FieldPath, Locator};
 use raw::RawConfig;
 
@@ -53,6 +55,12 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Retention schedules.
     pub retention: RetentionConfig,
+    /// Callers of the operator API.
+    pub operators: Vec<OperatorConfig>,
+    /// The patient census.
+    pub census: CensusConfig,
+    /// Live reload of rosters and mappings.
+    pub reload: ReloadConfig,
     /// Roster folder.
     pub rosters_dir: PathBuf,
     /// Mapping folder.
@@ -673,6 +681,10 @@ impl Validator<'_> {
             );
         }
 
+        let operators = self.operators(&raw.operators);
+        let census = self.census(&raw.census);
+        let reload = self.reload(&raw.reload);
+
         let rosters_dir = self.path(raw.rosters_dir.as_deref().unwrap_or("rosters"));
         let mappings_dir = self.path(raw.mappings_dir.as_deref().unwrap_or("mappings"));
         let (rosters, rules) = self.routing(
@@ -693,6 +705,9 @@ impl Validator<'_> {
             keys,
             audit,
             retention,
+            operators,
+            census,
+            reload,
             rosters_dir,
             mappings_dir,
             rosters,
@@ -876,35 +891,14 @@ impl Validator<'_> {
         };
         let msh3 = self.matcher(&p.key("msh3"), &s.msh3);
         let msh4 = self.matcher(&p.key("msh4"), &s.msh4);
-        let mut networks = Vec::new();
-        for (i, n) in s.networks.iter().enumerate() {
-            let parsed = n
-                .parse::<IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from));
-            match parsed {
-                Ok(net) => networks.push(net),
-                Err(_) => self.error(
-                    &p.key("networks").index(i),
-                    "expected a network such as 10.1.2.0/24 or an address",
-                ),
-            }
-        }
+        let networks = parse_networks(self, p, &s.networks);
         if s.networks.is_empty() && s.certificates.is_empty() && s.tokens_sha256.is_empty() {
             self.error(
                 p,
                 "a sender needs `networks`, `certificates` or `tokens_sha256`: a feed must not be able to claim to be another",
             );
         }
-        let mut tokens_sha256 = Vec::new();
-        for (i, t) in s.tokens_sha256.iter().enumerate() {
-            match hex::decode(t.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
-                Some(h) => tokens_sha256.push(h),
-                None => self.error(
-                    &p.key("tokens_sha256").index(i),
-                    "expected 64 hex digits: the SHA-256 of the token (e.g. `printf %s TOKEN | sha256sum`)",
-                ),
-            }
-        }
+        let tokens_sha256 = parse_token_hashes(self, p, &s.tokens_sha256);
         let timezone = match s.timezone.as_deref() {
             None => chrono_tz::UTC,
             Some(z) => match z.parse::<Tz>() {
@@ -1053,6 +1047,39 @@ impl Config {
     pub fn sender(&self, name: &str) -> Option<&SenderConfig> {
         self.senders.iter().find(|s| s.name == name)
     }
+}
+
+/// `networks = [...]` under `p`: CIDR networks or single addresses.
+fn parse_networks(v: &mut Validator<'_>, p: &FieldPath, raw: &[String]) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, n) in raw.iter().enumerate() {
+        let parsed = n
+            .parse::<IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => out.push(net),
+            Err(_) => v.error(
+                &p.key("networks").index(i),
+                "expected a network such as 10.1.2.0/24 or an address",
+            ),
+        }
+    }
+    out
+}
+
+/// `tokens_sha256 = [...]` under `p`: hex SHA-256 digests of bearer tokens.
+fn parse_token_hashes(v: &mut Validator<'_>, p: &FieldPath, raw: &[String]) -> Vec<[u8; 32]> {
+    let mut out = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        match hex::decode(t.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            Some(h) => out.push(h),
+            None => v.error(
+                &p.key("tokens_sha256").index(i),
+                "expected 64 hex digits: the SHA-256 of the token (e.g. `printf %s TOKEN | sha256sum`)",
+            ),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -36,6 +36,12 @@ pub struct RawConfig {
     #[serde(default)]
     pub retention: RawRetention,
     /// Folder of roster files (relative to this file).
+    #[serde(default)]
+    pub operators: Vec<RawOperator>,
+    #[serde(default)]
+    pub census: RawCensus,
+    #[serde(default)]
+    pub reload: RawReload,
     pub rosters_dir: Option<String>,
     /// Folder of mapping files (relative to this file).
     pub mappings_dir: Option<String>,
@@ -170,4 +176,31 @@ pub struct RawRetention {
     pub alerts_days: Option<u64>,
     pub deliveries_days: Option<u64>,
     pub audit_years: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOperator {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tokens_sha256: Vec<String>,
+    #[serde(default)]
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCensus {
+    #[serde(default)]
+    pub nurse_role_codes: Vec<String>,
+    pub snapshot_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub watch_files: Option<bool>,
+    pub settle_ms: Option<u64>,
 }

@@ -59,7 +59,8 @@ pub use record::{
     OutboxState, Viewer,
 };
 pub use sqlite::{HoldSubject, Protection, SqliteStorage};
-pub use storage::{Storage, StorageError};
+pub use storage::{CensusLoad, Storage, StorageError};
+pub use writer::AfterCommit;
 
 use std::sync::Arc as StdArc;
 
@@ -231,6 +232,16 @@ pub struct Journal {
 impl Journal {
     /// Starts the committer thread over `storage`.
     pub fn start(storage: Box<dyn Storage>, config: &StorageConfig) -> Journal {
+        Journal::start_with_hook(storage, config, None)
+    }
+
+    /// Starts the committer thread over `storage`, calling `hook` after
+    /// every successful commit (see [`AfterCommit`]).
+    pub fn start_with_hook(
+        storage: Box<dyn Storage>,
+        config: &StorageConfig,
+        hook: Option<AfterCommit>,
+    ) -> Journal {
         let (tx, rx) = mpsc::channel(config.commit_queue);
         let health = Arc::new(Health {
             healthy: AtomicBool::new(true),
@@ -245,6 +256,7 @@ impl Journal {
             config.commit_batch_max,
             config.dedup_window,
             health.clone(),
+            hook,
         );
         Journal {
             tx,

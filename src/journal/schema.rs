@@ -4,11 +4,15 @@
 //! messages), events (sealed payloads, blind-indexed patient key), outbox,
 //! meta, plus the tables of [`crate::seal`], [`crate::audit`] and
 //! [`crate::retention`].
+//!
+//! Version 2: the census's own journal — `census_ops` (sealed nurse
+//! assignments from the API, each with the newest event id it follows) and
+//! `census_snapshots` (sealed census state up to an event and an op id).
 
 use rusqlite::Connection;
 
 /// Current schema version.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE messages (
@@ -85,6 +89,23 @@ CREATE TABLE meta (
 );
 ";
 
+const V2: &str = "
+CREATE TABLE census_ops (
+    id          INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    after_event INTEGER NOT NULL,
+    action      TEXT NOT NULL,
+    payload     BLOB NOT NULL
+);
+CREATE TABLE census_snapshots (
+    id         INTEGER PRIMARY KEY,
+    taken_at   INTEGER NOT NULL,
+    upto_event INTEGER NOT NULL,
+    upto_op    INTEGER NOT NULL,
+    payload    BLOB NOT NULL
+);
+";
+
 /// Brings the database to [`VERSION`]; refuses a database from a newer version.
 pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -100,6 +121,11 @@ pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
             crate::seal::SCHEMA,
             crate::audit::SCHEMA,
             crate::retention::SCHEMA,
+        ))?;
+    }
+    if version < 2 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {V2} PRAGMA user_version = 2; COMMIT;"
         ))?;
     }
     Ok(())

@@ -17,6 +17,8 @@
 //! `checkpoint_every` records or `checkpoint_interval`, written also to the
 //! off-box directory.
 
+mod census;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -1120,6 +1122,29 @@ impl Storage for SqliteStorage {
             tx.commit()?;
             Ok(previous.map(|p| p.max(0) as u64))
         })
+    }
+
+    fn census_load(&mut self) -> Result<(crate::census::Census, super::CensusLoad), StorageError> {
+        self.guarded(|s, c| s.census_rebuild(c))
+    }
+
+    fn census_record(
+        &mut self,
+        op: &crate::census::CensusOp,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<i64, StorageError> {
+        let id = self.guarded(|s, c| s.census_record_op(c, op, actor, at))?;
+        self.maybe_checkpoint(at, false);
+        Ok(id)
+    }
+
+    fn census_snapshot(
+        &mut self,
+        census: &crate::census::Census,
+        at: DateTime<Utc>,
+    ) -> Result<i64, StorageError> {
+        self.guarded(|s, c| s.census_save_snapshot(c, census, at))
     }
 
     fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError> {

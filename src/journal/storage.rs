@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use super::record::{Committed, MessageQuery, MessageSummary, NewMessage, OutboxItem, OutboxState};
 use super::sqlite::HoldSubject;
 use crate::audit::{AuditRecord, StoredRecord, VerifierKey, VerifyReport};
+use crate::census::{Census, CensusOp};
 use crate::config::RetentionConfig;
 use crate::retention::{Hold, PeriodStatus, PurgeReport};
 use crate::seal::RotationReport;
@@ -35,6 +36,23 @@ pub enum StorageError {
     /// Any other database error.
     #[error("storage error: {0}")]
     Other(String),
+}
+
+/// What rebuilding the census found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CensusLoad {
+    /// The snapshot used: when it was taken and the event id it covers.
+    pub snapshot: Option<(DateTime<Utc>, i64)>,
+    /// Snapshots that could not be opened (erased keys, other version).
+    pub unusable_snapshots: u64,
+    /// ADT events replayed after the snapshot.
+    pub events: u64,
+    /// Census ops replayed after the snapshot.
+    pub ops: u64,
+    /// Events or ops skipped because retention erased their keys.
+    pub erased: u64,
+    /// Warnings raised while replaying (identity conflicts, occupied beds, ...).
+    pub warnings: u64,
 }
 
 /// The operations the gateway needs from its store. Implementations must make
@@ -85,6 +103,23 @@ pub trait Storage: Send + 'static {
         newest: u64,
         at: DateTime<Utc>,
     ) -> Result<Option<u64>, StorageError>;
+
+    /// Rebuilds the patient census from the newest snapshot and the ADT
+    /// events and census ops journaled after it, in order.
+    fn census_load(&mut self) -> Result<(Census, CensusLoad), StorageError>;
+
+    /// Journals a census op (sealed) with its audit record, in one
+    /// transaction; returns its id. The caller applies it afterwards.
+    fn census_record(
+        &mut self,
+        op: &CensusOp,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<i64, StorageError>;
+
+    /// Saves `census` as the state after every event and op journaled so
+    /// far; returns the newest event id it covers.
+    fn census_snapshot(&mut self, census: &Census, at: DateTime<Utc>) -> Result<i64, StorageError>;
 
     /// Appends one audit record on its own (events that change nothing
     /// else in the store: refused TLS clients, deliveries, logins).
@@ -202,6 +237,29 @@ macro_rules! delegate_admin_storage {
             at: ::chrono::DateTime<::chrono::Utc>,
         ) -> Result<Option<u64>, $crate::journal::StorageError> {
             self.$inner.subscription_advance(subscription, newest, at)
+        }
+        fn census_load(
+            &mut self,
+        ) -> Result<
+            ($crate::census::Census, $crate::journal::CensusLoad),
+            $crate::journal::StorageError,
+        > {
+            self.$inner.census_load()
+        }
+        fn census_record(
+            &mut self,
+            op: &$crate::census::CensusOp,
+            actor: &str,
+            at: ::chrono::DateTime<::chrono::Utc>,
+        ) -> Result<i64, $crate::journal::StorageError> {
+            self.$inner.census_record(op, actor, at)
+        }
+        fn census_snapshot(
+            &mut self,
+            census: &$crate::census::Census,
+            at: ::chrono::DateTime<::chrono::Utc>,
+        ) -> Result<i64, $crate::journal::StorageError> {
+            self.$inner.census_snapshot(census, at)
         }
         fn audit(
             &mut self,

@@ -26,16 +26,23 @@ pub(super) enum Command {
 /// A closure run on the committer thread against the storage.
 pub(super) type StorageTask = Box<dyn FnOnce(&mut dyn Storage) + Send>;
 
+/// Called on the committer thread after each successful commit, before any
+/// answer is released, with the batch and its answers in journal order.
+/// Derived state kept from it (the census) therefore sees every committed
+/// message exactly once, in id order, and is never behind an ACK.
+pub type AfterCommit = Box<dyn FnMut(&[NewMessage], &[Committed]) + Send>;
+
 pub(super) fn spawn(
     storage: Box<dyn Storage>,
     rx: mpsc::Receiver<Command>,
     batch_max: usize,
     dedup_window: Duration,
     health: Arc<Health>,
+    hook: Option<AfterCommit>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("journal-commit".into())
-        .spawn(move || run(storage, rx, batch_max, dedup_window, health))
+        .spawn(move || run(storage, rx, batch_max, dedup_window, health, hook))
         .expect("spawn the journal committer thread")
 }
 
@@ -45,6 +52,7 @@ fn run(
     batch_max: usize,
     dedup_window: Duration,
     health: Arc<Health>,
+    mut hook: Option<AfterCommit>,
 ) {
     let mut msgs: Vec<NewMessage> = Vec::with_capacity(batch_max);
     let mut replies: Vec<oneshot::Sender<Result<Committed, ()>>> = Vec::with_capacity(batch_max);
@@ -63,6 +71,7 @@ fn run(
                         &mut replies,
                         dedup_window,
                         &health,
+                        &mut hook,
                     );
                     f(&mut *storage);
                 }
@@ -77,6 +86,7 @@ fn run(
             &mut replies,
             dedup_window,
             &health,
+            &mut hook,
         );
     }
 }
@@ -87,6 +97,7 @@ fn flush(
     replies: &mut Vec<oneshot::Sender<Result<Committed, ()>>>,
     dedup_window: Duration,
     health: &Health,
+    hook: &mut Option<AfterCommit>,
 ) {
     if msgs.is_empty() {
         return;
@@ -103,6 +114,9 @@ fn flush(
             health
                 .committed
                 .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+            if let Some(h) = hook.as_mut() {
+                h(msgs, &answers);
+            }
             for (answer, reply) in answers.into_iter().zip(replies.drain(..)) {
                 if matches!(answer, Committed::Duplicate { .. }) {
                     health.duplicates.fetch_add(1, Ordering::Relaxed);

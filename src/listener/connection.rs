@@ -42,6 +42,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Wakes the application-acknowledgement outbox.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// The patient census, kept from the journal.
+    pub census: Arc<crate::live::LiveCensus>,
+    /// Rosters and mappings, reloadable.
+    pub routing: Arc<crate::live::LiveRouting>,
 }
 
 type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;

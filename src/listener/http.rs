@@ -36,6 +36,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(super::fhir::router(&shared))
+        .merge(crate::api::router())
         .with_state(shared)
 }
 

@@ -29,6 +29,12 @@ pub(crate) fn read_dir(dir: &Path) -> Result<Vec<Source>, Vec<ConfigError>> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+        // Editors' temporary and lock files (`.name.toml.swp`, `.#name.toml`).
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
         .collect();
     paths.sort();
     let mut sources = Vec::new();

@@ -9,6 +9,7 @@ mod support;
 
 mod acks;
 mod batch;
+mod census;
 mod certs;
 mod cli;
 mod corpus;

@@ -13,7 +13,7 @@
 //! and nothing else of the request. Unauthenticated requests get 401 and
 //! leave no trace but an audit-free log line.
 
-mod auth;
+pub(crate) mod auth;
 mod handlers;
 pub mod source;
 
