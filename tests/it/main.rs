@@ -22,6 +22,7 @@ mod fhir_more;
 mod fuzz_replay;
 mod interop;
 mod limits;
+mod live_reload;
 mod load;
 mod ordering;
 mod routing;
