@@ -93,9 +93,11 @@ impl Gateway {
             })?;
         let mut storage = storage;
         let census = load_census(&mut *storage, &config)?;
+        let console = storage.rosters_current()?;
         let journal =
             Journal::start_with_hook(storage, &config.storage, Some(census.after_commit()));
-        let routing = Arc::new(LiveRouting::new(&config, clock.now_utc()));
+        // The configuration was validated with these console rosters.
+        let routing = Arc::new(LiveRouting::new(&config, clock.now_utc(), &console));
         let shared = Arc::new(Shared {
             ids: AckIds::new(clock.now_utc()),
             config: Arc::new(config),
@@ -281,7 +283,23 @@ async fn watch_routing(shared: Arc<Shared>, shutdown: CancellationToken) {
 pub async fn reload_routing(shared: &Arc<Shared>, why: &str, actor: &str) -> ReloadOutcome {
     let now = shared.clock.now_utc();
     let routing = shared.routing.clone();
-    let outcome = tokio::task::spawn_blocking(move || routing.reload(now))
+    let console = match shared.journal.with_storage(|s| s.rosters_current()).await {
+        Ok(Ok(c)) => c,
+        _ => {
+            let errors = vec![crate::config::ConfigError {
+                file: shared.config.journal_path(),
+                line: None,
+                column: None,
+                field: String::new(),
+                problem: "cannot read the console-managed rosters from the journal".into(),
+            }];
+            return ReloadOutcome::Refused {
+                revision: routing.current().revision,
+                errors,
+            };
+        }
+    };
+    let outcome = tokio::task::spawn_blocking(move || routing.reload(now, &console))
         .await
         .unwrap_or_else(|_| ReloadOutcome::Refused {
             revision: shared.routing.current().revision,

@@ -10,6 +10,7 @@
 //! Error bodies are `{"error": "..."}` and never carry PHI.
 
 mod assignments;
+mod rosters;
 mod routing;
 
 use std::sync::Arc;
@@ -36,13 +37,22 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/routing", get(routing::status))
         .route("/api/v1/routing/reload", post(routing::reload))
         .route("/api/v1/oncall/{role}", get(routing::oncall))
+        .route("/api/v1/rosters", get(rosters::list))
+        .route(
+            "/api/v1/rosters/{name}",
+            get(rosters::get_one)
+                .put(rosters::put)
+                .delete(rosters::retire),
+        )
+        .route("/api/v1/rosters/{name}/revisions", get(rosters::revisions))
+        .route("/api/v1/rosters/{name}/revert", post(rosters::revert))
 }
 
 /// An API error: status and a fixed, PHI-free text.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    message: String,
+    pub(super) status: StatusCode,
+    pub(super) message: String,
 }
 
 impl ApiError {

@@ -18,7 +18,7 @@ use crate::live::ReloadOutcome;
 use crate::roster::OnCall;
 
 #[derive(Debug, Serialize)]
-struct ErrorOut {
+pub(super) struct ErrorOut {
     file: String,
     line: Option<usize>,
     column: Option<usize>,
@@ -26,7 +26,7 @@ struct ErrorOut {
     problem: String,
 }
 
-fn errors_out(errors: &[ConfigError]) -> Vec<ErrorOut> {
+pub(super) fn errors_out(errors: &[ConfigError]) -> Vec<ErrorOut> {
     errors
         .iter()
         .map(|e| ErrorOut {

@@ -5,6 +5,7 @@
 
 mod compliance;
 mod messages;
+mod rosters;
 mod routing;
 
 use std::net::SocketAddr;
@@ -114,6 +115,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: compliance::HoldCommand,
+    },
+    /// Console-managed rosters: list, export, import, history, retire.
+    Rosters {
+        /// What to do.
+        #[command(subcommand)]
+        action: rosters::RostersCommand,
     },
     /// Who is on call for a role (at an instant; default now).
     Oncall {
@@ -244,6 +251,7 @@ pub fn main() -> ExitCode {
         Command::Keys { action } => compliance::keys(action),
         Command::Retention { action } => compliance::retention(action),
         Command::Hold { action } => compliance::hold(action),
+        Command::Rosters { action } => rosters::run(action),
         Command::Oncall { args } => routing::oncall(args),
         Command::Route { args } => routing::route(args),
     }

@@ -30,6 +30,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use super::{ConfigArg, EXIT_CONFIG, load};
+use crate::census::Census;
 use crate::clock::Clock;
 use crate::config::{Config, SenderConfig};
 use crate::event::{ClinicalEvent, Priority, Processing, ProviderRole};
@@ -37,7 +38,7 @@ use crate::parse::fhir::{self, FhirContext};
 use crate::parse::{self, Charset, EventContext, Header, Support};
 use crate::roster::schedule::{Resolution, resolve};
 use crate::roster::{Member, OnCall, Rosters, Via, show_instant};
-use crate::rules::{Decision, Relation, Route, RouteTarget, Rules, Scope, TierTarget};
+use crate::rules::{Decision, Relation, Route, RouteContext, RouteTarget, Rules, TierTarget};
 
 /// When to resolve rosters.
 #[derive(Debug, clap::Args)]
@@ -435,6 +436,8 @@ struct RuleOut {
     result: &'static str,
     /// The first criterion that failed.
     failed: Option<&'static str>,
+    /// For a matched rule with re-routes: applied, or why not (no census, ...).
+    reroute: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -497,8 +500,25 @@ struct AlertOut {
     escalation: String,
     /// False for training / debugging messages: never production recipients.
     production: bool,
+    /// Delay-then-cancel: held this long before it is sent.
+    hold_secs: Option<u64>,
+    /// What cancels the held alert (`alarm-end`, `order-cancel`).
+    hold_clear: Option<&'static str>,
+    /// The census re-route applied: its condition and the replaced target.
+    rerouted: Option<ReroutedOut>,
+    /// Set when the event is critical and the rule's hold / grouping /
+    /// keep-latest were not applied (`critical-result`, `high-priority-alarm`).
+    safety_override: Option<&'static str>,
     tiers: Vec<TierOut>,
     note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReroutedOut {
+    /// `discharged` or `moved`.
+    when: &'static str,
+    /// The rule's own target, which the re-route replaced.
+    from: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -633,11 +653,14 @@ fn route_file(cfg: &Config, path: &Path, sender: Option<&str>, at: DateTime<Utc>
         );
         Vec::new()
     };
+    let census: Option<&Census> = None;
+    let ctx = RouteContext { at, census };
     let resolver = Resolver {
         rosters: &cfg.rosters,
         at,
+        census: ctx.census,
     };
-    explain_events(&cfg.rules, &resolver, &events, &mut out);
+    explain_events(&cfg.rules, &ctx, &resolver, &events, &mut out);
     out
 }
 
@@ -953,6 +976,7 @@ fn event_unit(ev: &ClinicalEvent) -> Option<String> {
 /// Rules, decisions and alerts of every event, into `out`.
 fn explain_events(
     rules: &Rules,
+    ctx: &RouteContext<'_>,
     resolver: &Resolver<'_>,
     events: &[(usize, ClinicalEvent)],
     out: &mut FileOut,
@@ -980,7 +1004,7 @@ fn explain_events(
             .collect();
         flags.sort();
         flags.dedup();
-        let decision = rules.route(ev);
+        let decision = rules.route_in(ev, ctx);
         let (name, filtered) = match &decision {
             Decision::Routed { .. } => ("routed", None),
             Decision::Test { processing, .. } => (
@@ -1014,9 +1038,10 @@ fn explain_events(
             decision: name,
             filtered,
             rules: rules
-                .explain(ev)
+                .explain_in(ev, ctx)
                 .into_iter()
                 .map(|c| RuleOut {
+                    reroute: c.reroute.map(|r| r.to_string()),
                     rule: c.rule,
                     result: match (c.evaluated, c.failed) {
                         (false, _) => "not evaluated",
@@ -1074,6 +1099,7 @@ fn explain_events(
 struct Resolver<'a> {
     rosters: &'a Rosters,
     at: DateTime<Utc>,
+    census: Option<&'a Census>,
 }
 
 /// Who a target resolved to.
@@ -1100,11 +1126,8 @@ impl Resolver<'_> {
                         self.target(&r.target, ev),
                     ),
                     TierTarget::Role { role, scope } => {
-                        let unit = match scope {
-                            Scope::None => None,
-                            Scope::EventUnit => event_unit(ev),
-                            Scope::Unit(u) => Some(u.clone()),
-                        };
+                        let patient = self.census.and_then(|c| c.patient_of_event(ev));
+                        let unit = scope.unit_for(ev, patient);
                         let t = RouteTarget::Role {
                             role: role.clone(),
                             scope: unit,
@@ -1144,6 +1167,13 @@ impl Resolver<'_> {
             template: r.template.clone(),
             escalation: r.escalation.name.clone(),
             production: true,
+            hold_secs: r.hold.map(|h| h.window.as_secs()),
+            hold_clear: r.hold.map(|h| h.clear.as_str()),
+            rerouted: r.rerouted.as_ref().map(|x| ReroutedOut {
+                when: x.when.as_str(),
+                from: describe(&x.from),
+            }),
+            safety_override: r.safety_override.map(|c| c.as_str()),
             tiers,
             note: None,
         }
@@ -1444,10 +1474,14 @@ fn route_text(o: &FileOut) -> String {
         for r in &e.rules {
             let _ = writeln!(
                 s,
-                "  rule {:<width$}  {}{}",
+                "  rule {:<width$}  {}{}{}",
                 r.rule,
                 r.result,
-                r.failed.map(|f| format!(" ({f})")).unwrap_or_default()
+                r.failed.map(|f| format!(" ({f})")).unwrap_or_default(),
+                r.reroute
+                    .as_ref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default()
             );
         }
         if let Some(f) = &e.filtered {
@@ -1474,6 +1508,22 @@ fn route_text(o: &FileOut) -> String {
             );
             if let Some(n) = &a.note {
                 let _ = writeln!(s, "    {n}");
+            }
+            if let Some(x) = &a.rerouted {
+                let _ = writeln!(
+                    s,
+                    "    re-routed ({}): the rule's target was {}",
+                    x.when, x.from
+                );
+            }
+            if let (Some(secs), Some(clear)) = (a.hold_secs, a.hold_clear) {
+                let _ = writeln!(
+                    s,
+                    "    held {secs} s, then sent unless cancelled first ({clear})"
+                );
+            }
+            if let Some(c) = a.safety_override {
+                let _ = writeln!(s, "    {c}: sent at once, never held, grouped or replaced");
             }
             for (i, t) in a.tiers.iter().enumerate() {
                 let _ = writeln!(

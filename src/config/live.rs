@@ -22,15 +22,18 @@ pub enum Permission {
     AssignmentsWrite,
     /// Reload rosters and mappings (`routing:reload`).
     RoutingReload,
+    /// Save, revert and retire console-managed rosters (`rosters:write`).
+    RostersWrite,
 }
 
 impl Permission {
     /// Every permission with its configuration name.
-    pub const ALL: [(Permission, &'static str); 4] = [
+    pub const ALL: [(Permission, &'static str); 5] = [
         (Permission::OncallRead, "oncall:read"),
         (Permission::AssignmentsRead, "assignments:read"),
         (Permission::AssignmentsWrite, "assignments:write"),
         (Permission::RoutingReload, "routing:reload"),
+        (Permission::RostersWrite, "rosters:write"),
     ];
 
     /// The configuration name.

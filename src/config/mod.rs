@@ -687,11 +687,13 @@ impl Validator<'_> {
 
         let rosters_dir = self.path(raw.rosters_dir.as_deref().unwrap_or("rosters"));
         let mappings_dir = self.path(raw.mappings_dir.as_deref().unwrap_or("mappings"));
+        let console = self.console_rosters(&storage.data_dir.join("journal.sqlite3"));
         let (rosters, rules) = self.routing(
             &rosters_dir,
             raw.rosters_dir.is_some(),
             &mappings_dir,
             raw.mappings_dir.is_some(),
+            &console,
         );
 
         Config {
@@ -715,54 +717,59 @@ impl Validator<'_> {
         }
     }
 
-    /// Loads and validates the rosters and the mapping rules (every error
-    /// names its file, line, column and field). A folder left at its default
-    /// may be absent (no rosters, no rules); one named explicitly must exist.
+    /// The console-managed rosters saved in the journal, when there is one.
+    fn console_rosters(&mut self, journal: &Path) -> Vec<crate::journal::RosterRevision> {
+        use crate::journal::Storage;
+        if !journal.is_file() {
+            return Vec::new();
+        }
+        match crate::journal::SqliteStorage::open_read_only(journal, None)
+            .and_then(|mut s| s.rosters_current())
+        {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(
+                    &FieldPath::root().key("storage").key("data_dir"),
+                    format!("cannot read the console-managed rosters from the journal: {e}"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// Loads and validates the rosters (the folder's files and the
+    /// console-managed ones) and the mapping rules, as a reload does
+    /// ([`crate::live::validate`]; every error names its file, line, column
+    /// and field). A folder left at its default may be absent (no rosters,
+    /// no rules); one named explicitly must exist.
     fn routing(
         &mut self,
         rosters_dir: &Path,
         rosters_explicit: bool,
         mappings_dir: &Path,
         mappings_explicit: bool,
+        console: &[crate::journal::RosterRevision],
     ) -> (Arc<Rosters>, Arc<Rules>) {
-        let empty_rosters = || crate::roster::load_files(&[]).expect("no files, no errors");
-        let mut rosters_failed = false;
-        let rosters = if rosters_dir.is_dir() {
-            crate::roster::load_dir(rosters_dir).unwrap_or_else(|errors| {
-                self.errors.extend(errors);
-                rosters_failed = true;
-                empty_rosters()
-            })
-        } else {
-            if rosters_explicit {
+        for (dir, explicit, key) in [
+            (rosters_dir, rosters_explicit, "rosters_dir"),
+            (mappings_dir, mappings_explicit, "mappings_dir"),
+        ] {
+            if explicit && !dir.is_dir() {
                 self.error(
-                    &FieldPath::root().key("rosters_dir"),
-                    format!("no such folder: {}", rosters_dir.display()),
+                    &FieldPath::root().key(key),
+                    format!("no such folder: {}", dir.display()),
                 );
             }
-            empty_rosters()
-        };
-        let empty_rules =
-            |r: &Rosters| crate::rules::load_files(&[], r).expect("no files, no errors");
-        // Rules name roster roles: with broken rosters every role would be
-        // "unknown"; report the rosters first.
-        let rules = if rosters_failed {
-            empty_rules(&rosters)
-        } else if mappings_dir.is_dir() {
-            crate::rules::load_dir(mappings_dir, &rosters).unwrap_or_else(|errors| {
+        }
+        match crate::live::validate(rosters_dir, mappings_dir, console) {
+            Ok(c) => (Arc::new(c.rosters), Arc::new(c.rules)),
+            Err(errors) => {
                 self.errors.extend(errors);
-                empty_rules(&rosters)
-            })
-        } else {
-            if mappings_explicit {
-                self.error(
-                    &FieldPath::root().key("mappings_dir"),
-                    format!("no such folder: {}", mappings_dir.display()),
-                );
+                let empty = crate::roster::load_files(&[]).expect("no files, no errors");
+                let rules = crate::rules::load_files(&[], &empty).expect("no files, no errors");
+                (Arc::new(empty), Arc::new(rules))
             }
-            empty_rules(&rosters)
-        };
-        (Arc::new(rosters), Arc::new(rules))
+        }
     }
 
     /// The demo configuration must stay on loopback.

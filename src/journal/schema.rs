@@ -7,7 +7,9 @@
 //!
 //! Version 2: the census's own journal — `census_ops` (sealed nurse
 //! assignments from the API, each with the newest event id it follows) and
-//! `census_snapshots` (sealed census state up to an event and an op id).
+//! `census_snapshots` (sealed census state up to an event and an op id);
+//! `roster_revisions` (console-managed rosters: every saved version, as
+//! TOML text — staff names and handles, no PHI).
 
 use rusqlite::Connection;
 
@@ -96,6 +98,17 @@ CREATE TABLE census_ops (
     after_event INTEGER NOT NULL,
     action      TEXT NOT NULL,
     payload     BLOB NOT NULL
+);
+CREATE TABLE roster_revisions (
+    id       INTEGER PRIMARY KEY,
+    name     TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    at       INTEGER NOT NULL,
+    actor    TEXT NOT NULL,
+    comment  TEXT NOT NULL,
+    retired  INTEGER NOT NULL DEFAULT 0,
+    text     TEXT NOT NULL,
+    UNIQUE (name, revision)
 );
 CREATE TABLE census_snapshots (
     id         INTEGER PRIMARY KEY,

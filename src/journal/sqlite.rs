@@ -18,6 +18,7 @@
 //! off-box directory.
 
 mod census;
+mod rosters;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1145,6 +1146,27 @@ impl Storage for SqliteStorage {
         at: DateTime<Utc>,
     ) -> Result<i64, StorageError> {
         self.guarded(|s, c| s.census_save_snapshot(c, census, at))
+    }
+
+    fn rosters_current(&mut self) -> Result<Vec<super::RosterRevision>, StorageError> {
+        self.guarded(|_, c| SqliteStorage::roster_current(c))
+    }
+
+    fn roster_revisions(&mut self, name: &str) -> Result<Vec<super::RosterRevision>, StorageError> {
+        self.guarded(|_, c| SqliteStorage::roster_history(c, name))
+    }
+
+    fn roster_save(
+        &mut self,
+        name: &str,
+        text: Option<&str>,
+        actor: &str,
+        comment: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StorageError> {
+        let rev = self.guarded(|s, c| s.roster_append(c, name, text, actor, comment, at))?;
+        self.maybe_checkpoint(at, false);
+        Ok(rev)
     }
 
     fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError> {

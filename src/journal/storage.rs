@@ -55,6 +55,25 @@ pub struct CensusLoad {
     pub warnings: u64,
 }
 
+/// One saved version of a console-managed roster.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RosterRevision {
+    /// Roster name (its `name = ...`).
+    pub name: String,
+    /// 1, 2, ... per name.
+    pub revision: u64,
+    /// When it was saved.
+    pub at: DateTime<Utc>,
+    /// Who saved it (`operator:NAME`, `cli:USER`).
+    pub actor: String,
+    /// Why (free text from the editor; no PHI expected).
+    pub comment: String,
+    /// True when this revision hands the roster back (no longer console-managed).
+    pub retired: bool,
+    /// The roster file text (empty for a retirement).
+    pub text: String,
+}
+
 /// The operations the gateway needs from its store. Implementations must make
 /// `commit` durable (flushed to stable storage) before returning `Ok`.
 pub trait Storage: Send + 'static {
@@ -120,6 +139,24 @@ pub trait Storage: Send + 'static {
     /// Saves `census` as the state after every event and op journaled so
     /// far; returns the newest event id it covers.
     fn census_snapshot(&mut self, census: &Census, at: DateTime<Utc>) -> Result<i64, StorageError>;
+
+    /// The console-managed rosters in force: the newest revision of each
+    /// name that is not retired.
+    fn rosters_current(&mut self) -> Result<Vec<RosterRevision>, StorageError>;
+
+    /// Every revision of one console-managed roster, oldest first.
+    fn roster_revisions(&mut self, name: &str) -> Result<Vec<RosterRevision>, StorageError>;
+
+    /// Saves a new revision (audited); `text: None` retires the roster.
+    /// The caller has validated it. Returns the revision number.
+    fn roster_save(
+        &mut self,
+        name: &str,
+        text: Option<&str>,
+        actor: &str,
+        comment: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StorageError>;
 
     /// Appends one audit record on its own (events that change nothing
     /// else in the store: refused TLS clients, deliveries, logins).
@@ -260,6 +297,27 @@ macro_rules! delegate_admin_storage {
             at: ::chrono::DateTime<::chrono::Utc>,
         ) -> Result<i64, $crate::journal::StorageError> {
             self.$inner.census_snapshot(census, at)
+        }
+        fn rosters_current(
+            &mut self,
+        ) -> Result<Vec<$crate::journal::RosterRevision>, $crate::journal::StorageError> {
+            self.$inner.rosters_current()
+        }
+        fn roster_revisions(
+            &mut self,
+            name: &str,
+        ) -> Result<Vec<$crate::journal::RosterRevision>, $crate::journal::StorageError> {
+            self.$inner.roster_revisions(name)
+        }
+        fn roster_save(
+            &mut self,
+            name: &str,
+            text: Option<&str>,
+            actor: &str,
+            comment: &str,
+            at: ::chrono::DateTime<::chrono::Utc>,
+        ) -> Result<u64, $crate::journal::StorageError> {
+            self.$inner.roster_save(name, text, actor, comment, at)
         }
         fn audit(
             &mut self,

@@ -9,4 +9,6 @@ mod census;
 mod routing;
 
 pub use census::LiveCensus;
-pub use routing::{LiveRouting, ReloadOutcome, RoutingSet, watch};
+pub use routing::{
+    Candidate, LiveRouting, ReloadOutcome, RoutingSet, console_path, is_console, validate, watch,
+};

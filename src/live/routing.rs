@@ -1,5 +1,12 @@
 //! The routing set (rosters + mappings) and its live reload.
 //!
+//! Rosters come from two places that never fight: files in the roster
+//! folder (file-managed, edited by GitOps) and rosters saved through the API
+//! or `switchboard rosters import` (console-managed, kept with every
+//! revision in the journal). A name may be in only one of them: loading
+//! both with the same name is a validation error. Console rosters appear in
+//! errors as `console:NAME`.
+//!
 //! Guarantees: readers always see one complete, validated set (an `Arc`
 //! swapped under a lock, never a half-loaded one). A reload reads both
 //! folders, validates the rosters and then the mappings against them exactly
@@ -19,7 +26,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::roster::{OnCallChange, Rosters};
+use crate::journal::RosterRevision;
+use crate::roster::{OnCallChange, Roster, Rosters};
 use crate::rules::Rules;
 
 /// One validated set of rosters and mappings.
@@ -35,6 +43,113 @@ pub struct RoutingSet {
     pub loaded_at: DateTime<Utc>,
     /// SHA-256 over the file names and contents it was loaded from.
     pub fingerprint: [u8; 32],
+    /// The console-managed rosters in it: (name, revision).
+    pub console: Vec<(String, u64)>,
+}
+
+/// The pseudo-path a console-managed roster is loaded (and reported) under.
+pub fn console_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("console:{name}"))
+}
+
+/// True when `roster` came from the journal, not from a file.
+pub fn is_console(roster: &Roster) -> bool {
+    roster.source.to_string_lossy().starts_with("console:")
+}
+
+/// A validated candidate set (not yet serving).
+pub struct Candidate {
+    /// Rosters.
+    pub rosters: Rosters,
+    /// Rules.
+    pub rules: Rules,
+    /// Fingerprint of every source.
+    pub fingerprint: [u8; 32],
+    /// Console rosters: (name, revision).
+    pub console: Vec<(String, u64)>,
+}
+
+/// Every source of a routing set, read but not validated.
+struct Sources {
+    rosters: Vec<(PathBuf, String)>,
+    mappings: Vec<(PathBuf, String)>,
+    fingerprint: [u8; 32],
+    console: Vec<(String, u64)>,
+}
+
+fn read_sources(
+    rosters_dir: &Path,
+    mappings_dir: &Path,
+    console: &[RosterRevision],
+) -> Result<Sources, Vec<ConfigError>> {
+    let mut rosters: Vec<(PathBuf, String)> = Vec::new();
+    if rosters_dir.is_dir() {
+        for s in crate::roster::read_dir(rosters_dir)? {
+            rosters.push((s.path, s.text));
+        }
+    }
+    let mut console_list = Vec::new();
+    for c in console.iter().filter(|c| !c.retired) {
+        rosters.push((console_path(&c.name), c.text.clone()));
+        console_list.push((c.name.clone(), c.revision));
+    }
+    let mut mappings: Vec<(PathBuf, String)> = Vec::new();
+    if mappings_dir.is_dir() {
+        for s in crate::roster::read_dir(mappings_dir)? {
+            mappings.push((s.path, s.text));
+        }
+    }
+    let mut h = Sha256::new();
+    for (p, t) in rosters.iter().chain(&mappings) {
+        h.update(p.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update((t.len() as u64).to_be_bytes());
+        h.update(t.as_bytes());
+    }
+    Ok(Sources {
+        rosters,
+        mappings,
+        fingerprint: h.finalize().into(),
+        console: console_list,
+    })
+}
+
+/// Reads the roster and mapping folders and validates them together with
+/// the console-managed rosters `console`, exactly as start-up does.
+pub fn validate(
+    rosters_dir: &Path,
+    mappings_dir: &Path,
+    console: &[RosterRevision],
+) -> Result<Candidate, Vec<ConfigError>> {
+    let src = read_sources(rosters_dir, mappings_dir, console)?;
+    let roster_sources = src.rosters;
+    let mapping_sources = src.mappings;
+    let rosters = crate::roster::load_files(&roster_sources)?;
+    let misnamed: Vec<ConfigError> = console
+        .iter()
+        .filter(|c| !c.retired)
+        .filter_map(|c| {
+            let path = console_path(&c.name);
+            let r = rosters.rosters().iter().find(|r| r.source == path)?;
+            (r.name != c.name).then(|| ConfigError {
+                file: path,
+                line: None,
+                column: None,
+                field: "name".into(),
+                problem: format!("must be `{}`, the name it is stored under", c.name),
+            })
+        })
+        .collect();
+    if !misnamed.is_empty() {
+        return Err(misnamed);
+    }
+    let rules = crate::rules::load_files(&mapping_sources, &rosters)?;
+    Ok(Candidate {
+        rosters,
+        rules,
+        fingerprint: src.fingerprint,
+        console: src.console,
+    })
 }
 
 /// What a reload did.
@@ -69,6 +184,8 @@ pub struct LiveRouting {
     mappings_dir: PathBuf,
     /// Serialises reloads (SIGHUP, watcher and API may race).
     reloading: Mutex<()>,
+    /// Serialises roster edits (validate, save, reload) from the API.
+    pub edits: tokio::sync::Mutex<()>,
     /// Successful reloads.
     pub reloads: AtomicU64,
     /// Refused reloads.
@@ -77,10 +194,12 @@ pub struct LiveRouting {
 }
 
 impl LiveRouting {
-    /// Starts from the set the configuration was validated with.
-    pub fn new(config: &Config, at: DateTime<Utc>) -> Self {
-        let fingerprint =
-            fingerprint(&config.rosters_dir, &config.mappings_dir).unwrap_or_default();
+    /// Starts from the set the configuration was validated with (its
+    /// folders and the console-managed rosters `console`).
+    pub fn new(config: &Config, at: DateTime<Utc>, console: &[RosterRevision]) -> Self {
+        let sources = read_sources(&config.rosters_dir, &config.mappings_dir, console).ok();
+        let fingerprint = sources.as_ref().map(|s| s.fingerprint).unwrap_or_default();
+        let console = sources.map(|s| s.console).unwrap_or_default();
         LiveRouting {
             current: RwLock::new(Arc::new(RoutingSet {
                 rosters: config.rosters.clone(),
@@ -88,10 +207,12 @@ impl LiveRouting {
                 revision: 1,
                 loaded_at: at,
                 fingerprint,
+                console,
             })),
             rosters_dir: config.rosters_dir.clone(),
             mappings_dir: config.mappings_dir.clone(),
             reloading: Mutex::new(()),
+            edits: tokio::sync::Mutex::new(()),
             reloads: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             last_errors: Mutex::new(Vec::new()),
@@ -119,8 +240,14 @@ impl LiveRouting {
         [&self.rosters_dir, &self.mappings_dir]
     }
 
-    /// Reads, validates and (when valid and changed) swaps in the files.
-    pub fn reload(&self, at: DateTime<Utc>) -> ReloadOutcome {
+    /// Validates the folders with `console` rosters without swapping.
+    pub fn validate(&self, console: &[RosterRevision]) -> Result<Candidate, Vec<ConfigError>> {
+        validate(&self.rosters_dir, &self.mappings_dir, console)
+    }
+
+    /// Reads, validates and (when valid and changed) swaps in the files and
+    /// the console-managed rosters `console`.
+    pub fn reload(&self, at: DateTime<Utc>, console: &[RosterRevision]) -> ReloadOutcome {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current();
         let refuse = |errors: Vec<ConfigError>| {
@@ -131,23 +258,21 @@ impl LiveRouting {
                 errors,
             }
         };
-        let fp = match fingerprint(&self.rosters_dir, &self.mappings_dir) {
-            Ok(fp) => fp,
+        let c = match self.validate(console) {
+            Ok(c) => c,
             Err(errors) => return refuse(errors),
         };
-        if fp == old.fingerprint {
+        if c.fingerprint == old.fingerprint {
             return ReloadOutcome::Unchanged {
                 revision: old.revision,
             };
         }
-        let rosters = match load_rosters(&self.rosters_dir) {
-            Ok(r) => r,
-            Err(errors) => return refuse(errors),
-        };
-        let rules = match load_rules(&self.mappings_dir, &rosters) {
-            Ok(r) => r,
-            Err(errors) => return refuse(errors),
-        };
+        let Candidate {
+            rosters,
+            rules,
+            fingerprint: fp,
+            console,
+        } = c;
         let changes = old.rosters.on_call_changes(&rosters, at);
         let revision = old.revision + 1;
         let set = Arc::new(RoutingSet {
@@ -156,6 +281,7 @@ impl LiveRouting {
             revision,
             loaded_at: at,
             fingerprint: fp,
+            console,
         });
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = set;
         self.reloads.fetch_add(1, Ordering::Relaxed);
@@ -165,41 +291,6 @@ impl LiveRouting {
             .clear();
         ReloadOutcome::Reloaded { revision, changes }
     }
-}
-
-fn load_rosters(dir: &Path) -> Result<Rosters, Vec<ConfigError>> {
-    if dir.is_dir() {
-        crate::roster::load_dir(dir)
-    } else {
-        crate::roster::load_files(&[])
-    }
-}
-
-fn load_rules(dir: &Path, rosters: &Rosters) -> Result<Rules, Vec<ConfigError>> {
-    if dir.is_dir() {
-        crate::rules::load_dir(dir, rosters)
-    } else {
-        crate::rules::load_files(&[], rosters)
-    }
-}
-
-/// SHA-256 over every `*.toml` file's name and bytes, both folders in order.
-fn fingerprint(rosters: &Path, mappings: &Path) -> Result<[u8; 32], Vec<ConfigError>> {
-    let mut h = Sha256::new();
-    for dir in [rosters, mappings] {
-        h.update(dir.as_os_str().as_encoded_bytes());
-        h.update([0]);
-        if !dir.is_dir() {
-            continue;
-        }
-        for s in crate::roster::read_dir(dir)? {
-            h.update(s.path.as_os_str().as_encoded_bytes());
-            h.update([0]);
-            h.update((s.text.len() as u64).to_be_bytes());
-            h.update(s.text.as_bytes());
-        }
-    }
-    Ok(h.finalize().into())
 }
 
 /// Calls `reload` on SIGHUP and when a file in the routing folders changes

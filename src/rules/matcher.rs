@@ -1,5 +1,7 @@
 //! Evaluating a rule's criteria against one event.
 
+use chrono::{DateTime, Utc};
+
 use crate::event::{ClinicalEvent, Code, Processing, ResultStatus};
 
 use super::Match;
@@ -28,7 +30,7 @@ pub(crate) fn normal_system(s: &str) -> String {
 }
 
 /// OBR-25 result status code -> [`ResultStatus`].
-fn order_status(code: &str) -> ResultStatus {
+pub(crate) fn order_status(code: &str) -> ResultStatus {
     match code.trim() {
         "F" => ResultStatus::Final,
         "C" => ResultStatus::Corrected,
@@ -41,9 +43,11 @@ fn order_status(code: &str) -> ResultStatus {
 }
 
 impl Match {
-    /// `Ok` when every criterion holds, else the first that does not.
-    pub(crate) fn check(&self, ev: &ClinicalEvent) -> Result<(), &'static str> {
-        if ev.processing != Processing::Production && !self.allow_test {
+    /// `Ok` when every criterion holds at the routing instant `at`, else the
+    /// first that does not.
+    pub(crate) fn check(&self, ev: &ClinicalEvent, at: DateTime<Utc>) -> Result<(), &'static str> {
+        let production = ev.processing == Processing::Production;
+        if (!production && !self.allow_test) || (production && self.test_only) {
             return Err("processing");
         }
         if !self.kinds.is_empty() && !self.kinds.contains(&ev.kind) {
@@ -86,7 +90,21 @@ impl Match {
         {
             return Err("facilities");
         }
-        self.observations(ev)
+        if !self.alarm_priority.is_empty()
+            && !ev.alarm.as_ref().is_some_and(|a| {
+                let p = a.priority.trim();
+                self.alarm_priority
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(p))
+            })
+        {
+            return Err("alarm_priority");
+        }
+        self.observations(ev)?;
+        if !self.during.is_empty() && !self.during.iter().any(|w| w.contains(at)) {
+            return Err("during");
+        }
+        Ok(())
     }
 
     fn code_ok(&self, c: &Code) -> bool {

@@ -2,11 +2,16 @@
 //!
 //! Input: `mappings/*.toml` (format below), validated by [`load_dir`] against
 //! the loaded [`Rosters`] into [`Rules`] — which therefore only exists when
-//! every rule's role, person and escalation policy exists and every policy
-//! ends in a failsafe tier. Output: [`Rules::route`] -> [`Decision`].
-//! Nothing here looks at the clock, the census or a backend: targets are
-//! returned unresolved (a role and scope, a care-team relation, a person) for
-//! the escalation stage to resolve at the instant it notifies.
+//! every rule's role, person and escalation policy exists, every policy ends
+//! in a failsafe tier and no rule is clinically unsafe (below). Output:
+//! [`Rules::route_in`] -> [`Decision`], [`Rules::explain_in`] -> one
+//! [`RuleCheck`] per rule.
+//!
+//! Nothing here reads a clock or a backend: the routing instant and the
+//! patient census come in a [`RouteContext`]. The instant decides `during`
+//! windows; the census (optional) decides re-routes and `census-unit` scopes.
+//! Targets are returned unresolved (a role and scope, a care-team relation, a
+//! person) for the escalation stage to resolve at the instant it notifies.
 //!
 //! # Invariants
 //!
@@ -14,8 +19,17 @@
 //!   first matching rule stops evaluation unless it says `continue = true`.
 //! - An event whose MSH-11 is not `P` is only matched by rules with
 //!   `allow_test = true`, and then yields [`Decision::Test`], never
-//!   [`Decision::Routed`]: test and debug messages cannot reach production
-//!   recipients through this API.
+//!   [`Decision::Routed`]. Such rules must declare `test_destination = true`
+//!   on their route, which makes them match *only* MSH-11 `T`/`D` events and
+//!   gives them the built-in [`TEST_POLICY`] (the route's own target, no
+//!   production escalation tier, no failsafe): test and debug messages cannot
+//!   reach production recipients, and production messages never reach a
+//!   test destination.
+//! - A re-route never drops an alert: it replaces the target, and the
+//!   [`Route`] records what it replaced ([`Route::rerouted`]).
+//! - No rule that can match a critical result or a high-priority alarm holds,
+//!   collapses or replaces its alerts (refused at load, and not applied at
+//!   routing time to an event that is one: see "Clinical safety").
 //!
 //! # File format
 //!
@@ -34,10 +48,20 @@
 //! locations = ["ICU/1*/*"]                 # glob on unit/room/bed
 //! facilities = ["HOSP"]                    # glob on PV1-3.4
 //! result_status = ["final", "corrected"]   # OBX-11 (OBR-25 without observations)
-//! allow_test = false                       # also match MSH-11 T/D (-> Decision::Test)
+//! alarm_priority = ["PM", "PL"]            # IHE PCD ACM alarm priority as sent: PH, PM, PL, PN
+//!                                          #   (only alarms have one)
+//! during = [                               # the routing instant is in one of these windows
+//!   { timezone = "America/New_York", days = ["sat", "sun"], from = "19:00", to = "07:00" },
+//! ]                                        # days: the day a window starts (default: every day);
+//!                                          # `to` not after `from` wraps past midnight;
+//!                                          # no from/to: the whole of each day
+//! allow_test = false                       # also match MSH-11 T/D (-> Decision::Test); requires
+//!                                          #   test_destination = true on the route
 //! [rules.route]
 //! role = "hospitalist"                     # one of: role, relation, person
-//! scope = "unit"                           # with role: "unit" = the event's unit, or a unit name
+//! scope = "unit"                           # with role: "unit" = the event's unit,
+//!                                          #   "census-unit" = the patient's unit per the census
+//!                                          #   (else the event's), or a unit name
 //! # relation = "attending"                 # attending, admitting, ordering, referring,
 //! #                                        #   consulting, assigned-nurse
 //! # fallback = { role = "charge-nurse", scope = "unit" }   # with relation: when nobody holds it
@@ -47,11 +71,25 @@
 //! escalation = "stat-default"              # policy name (default: built-in "default")
 //! dedup_window_secs = 300                  # one alert per dedup key within the window
 //! dedup_key = ["patient", "code"]          # patient, code, unit, order, alarm (default: all of these)
-//! group_window_secs = 60                   # group alerts per patient and unit
+//! dedup_keep = "first"                     # with dedup_window_secs: "first" (later duplicates are
+//!                                          #   suppressed, and recorded) or "latest" (the newest
+//!                                          #   duplicate replaces the pending alert)
+//! group_window_secs = 60                   # storm collapse: group alerts per patient and unit
+//! delay_secs = 30                          # delay-then-cancel: hold the alert this long (<= 600) ...
+//! clear = "alarm-end"                      # ... and drop it if this arrives first: "alarm-end"
+//!                                          #   (alarm rules) or "order-cancel" (result/order rules)
+//! test_destination = false                 # the target is a test destination (with allow_test)
+//!
+//! [[rules.reroute]]                        # ordered: the first whose condition holds applies
+//! when = "discharged"                      # census: the encounter is discharged or cancelled (A03, A11)
+//! role = "house-supervisor"                # the new target: role (+ scope), relation (+ fallback), person
+//! [[rules.reroute]]
+//! when = "moved"                           # census: the patient is in another unit than the event says
+//! scope = "census-unit"                    # `scope` alone: the route's role, in this scope
 //!
 //! [escalations.stat-default]
 //! tiers = [
-//!   { route = true, timeout_secs = 120 },  # the rule's own target
+//!   { route = true, timeout_secs = 120 },  # the rule's own target (after any re-route)
 //!   { role = "house-supervisor" },         # timeout by priority when not given
 //!   { failsafe = true },                   # required, last: the roster failsafe
 //! ]
@@ -63,13 +101,102 @@
 //! urgent 10, routine 30 ([`default_tier_timeout`]). An accepted but unresolved
 //! STAT alert re-notifies every 15 minutes unless the policy says otherwise
 //! ([`EscalationPolicy::renotify_for`]). The built-in policy `default` is
-//! `[{ route = true }, { failsafe = true }]`; a file may redefine it.
+//! `[{ route = true }, { failsafe = true }]`; a file may redefine it. The name
+//! [`TEST_POLICY`] is reserved. `mappings/device-alarms.toml` uses
+//! time windows, re-routes and delay-then-cancel against the demo rosters.
+//!
+//! # Time windows
+//!
+//! `during` is checked against the routing instant ([`RouteContext::at`]),
+//! not the event's own time: it says who should be told *now*. Each window
+//! occurrence starts on a listed day at `from` and ends at `to` (the next day
+//! when `to` is not after `from`), both local wall times in the window's
+//! zone, mapped to instants by the roster DST policy
+//! ([`crate::roster::schedule::resolve`]): a wall time inside a DST gap
+//! moves to the *first valid instant after the gap*, one inside a fold uses
+//! the *earliest* instant. So a 22:00–07:00 window is 8 h long on
+//! spring-forward night and 10 h on fall-back night; a window ending at
+//! 01:30 on fall-back night ends at the first 01:30; a window whose both ends
+//! fall into one gap is empty that day. Any listed window holding is enough;
+//! a failed `during` is reported as the criterion `during`.
+//!
+//! # Re-routes (census)
+//!
+//! With a census in the [`RouteContext`], a matched rule's `reroute` entries
+//! are tried in order against the census's state of the event's patient
+//! ([`Census::patient_of_event`]); the first whose condition holds replaces
+//! the target, and [`Route::rerouted`] records the condition and the target
+//! it replaced:
+//!
+//! - `discharged`: the encounter is discharged (A03) or the admission was
+//!   cancelled (A11) — e.g. a telemetry alarm for a patient who has left goes
+//!   to the monitoring technician or house supervisor, not to nobody;
+//! - `moved`: the encounter is active and the census places the patient in a
+//!   unit (PV1-3.1, compared case-insensitively) other than the event's, or
+//!   the event names no unit — e.g. an alarm from the sending unit's monitor
+//!   after a transfer goes to the receiving unit.
+//!
+//! A re-route target is written as a route target, or as `scope` alone (the
+//! route's role in that scope; the route must target a role). Without a
+//! census, or when the census does not know the patient, no re-route applies
+//! and [`RuleCheck::reroute`] says which ([`RerouteCheck`]). Re-route targets
+//! are validated against the rosters like route targets. Escalation tiers
+//! with `route = true` notify the re-routed target.
+//!
+//! # Delay-then-cancel, de-duplication, storm collapse
+//!
+//! `delay_secs` holds the alert ([`Route::hold`]); an event that clears it
+//! ([`Hold::clears`]) within the window cancels it, else it is sent when the
+//! window ends. `clear = "alarm-end"` (rules matching only alarms): the same
+//! alarm (sender and alarm id) ends (phase `end` or state `inactive`).
+//! `clear = "order-cancel"` (rules matching only results and orders): the
+//! same order (placer or filler number, same patient) is cancelled (ORC-1
+//! `CA`/`OC`/`DC`/`OD`) or its result retracted (`X`/`D`/`W`). An event
+//! without an alarm id (resp. order number) gets no hold: nothing could
+//! cancel it. The alert lifecycle stage applies `dedup_keep` and
+//! `group_window_secs`; this module only carries them.
+//!
+//! # Clinical safety
+//!
+//! Loading refuses, with file, line, column and field, `delay_secs`,
+//! `group_window_secs` and `dedup_keep = "latest"` on a rule that **can
+//! match a critical result** or **can match a high-priority alarm**. The
+//! "can match" predicates are conservative over-approximations:
+//!
+//! - *critical result*: the rule can match events of kind `result` (its
+//!   `kind` list is empty or names `result`, and it has no `alarm_priority`)
+//!   and any of: its route priority is `stat`; `priority_at_least = "stat"`;
+//!   it has no `flags` criterion; its `flags` list a critical flag
+//!   ([`CRITICAL_FLAGS`]: `HH`, `LL`, `AA`, `HU`, `LU`, `>`, `<`).
+//! - *high-priority alarm*: the rule can match events of kind `alarm` (its
+//!   `kind` list is empty or names `alarm`) and any of: its route priority is
+//!   `stat` or `asap`; it has no `alarm_priority` criterion; its
+//!   `alarm_priority` lists `PH`.
+//!
+//! A `flags` criterion cannot exclude critical values (it holds when *one*
+//! observation has a listed flag), so routing adds a guard: when the event
+//! itself is critical ([`critical_event`]: an observation with a critical
+//! flag, a STAT result, an alarm with priority `PH` or STAT), a route gets no
+//! hold, no grouping window and `dedup_keep = "first"`, and
+//! [`Route::safety_override`] says so.
+//!
+//! Test messages: `allow_test = true` without `test_destination = true`, and
+//! `test_destination = true` without `allow_test`, with a care-team relation
+//! target (always the patient's real clinicians), with an `escalation` policy
+//! (every policy ends in a production failsafe) or with re-routes, are
+//! refused.
 
 mod glob;
 mod load;
 mod matcher;
 mod raw;
+mod safety;
+mod window;
 
+#[cfg(test)]
+mod context_tests;
+#[cfg(test)]
+mod safety_tests;
 #[cfg(test)]
 mod tests;
 
@@ -78,14 +205,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use glob::Glob;
+use chrono::{DateTime, Utc};
 
+pub use glob::Glob;
+pub use safety::{ALARM_PRIORITIES, CRITICAL_FLAGS, HIGH_ALARM_PRIORITY, critical_event};
+pub use window::Window;
+
+use crate::census::{Census, PatientState};
 use crate::config::ConfigError;
 use crate::event::{ClinicalEvent, EventKind, Priority, Processing, ResultStatus};
 use crate::roster::Rosters;
 
 /// Name of the built-in escalation policy used when a route names none.
 pub const DEFAULT_POLICY: &str = "default";
+
+/// Name of the built-in policy of test-destination routes: the route's own
+/// target only, no failsafe (reserved: a file may not define it).
+pub const TEST_POLICY: &str = "test-only";
 
 /// Alert priority of a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -191,8 +327,29 @@ pub enum Scope {
     None,
     /// `scope = "unit"`: the event's unit (PV1-3.1), falling back to the unscoped role.
     EventUnit,
+    /// `scope = "census-unit"`: the patient's current unit per the census
+    /// (active encounter with a location), else the event's unit, falling
+    /// back to the unscoped role.
+    CensusUnit,
     /// A fixed unit.
     Unit(String),
+}
+
+impl Scope {
+    /// The unit this scope names for `event`, given the census's state of
+    /// its patient (`None`: no census, or the patient is unknown to it).
+    pub fn unit_for(
+        &self,
+        event: &ClinicalEvent,
+        patient: Option<&PatientState>,
+    ) -> Option<String> {
+        match self {
+            Scope::None => None,
+            Scope::EventUnit => event_unit(event),
+            Scope::CensusUnit => patient.and_then(census_unit).or_else(|| event_unit(event)),
+            Scope::Unit(u) => Some(u.clone()),
+        }
+    }
 }
 
 /// A configured target.
@@ -284,7 +441,8 @@ impl Tier {
 pub struct EscalationPolicy {
     /// Name.
     pub name: String,
-    /// Tiers, the last always [`TierTarget::Failsafe`].
+    /// Tiers, the last always [`TierTarget::Failsafe`] — except in the
+    /// built-in [`TEST_POLICY`], whose one tier is the (test) route target.
     pub tiers: Vec<Tier>,
     /// How many times the tiers run again before the alert is exhausted.
     pub repeats: u32,
@@ -318,6 +476,200 @@ impl EscalationPolicy {
             ],
             repeats: 0,
             renotify: None,
+        }
+    }
+
+    fn builtin_test() -> Self {
+        EscalationPolicy {
+            name: TEST_POLICY.to_string(),
+            tiers: vec![Tier {
+                target: TierTarget::Route,
+                timeout: None,
+            }],
+            repeats: 0,
+            renotify: None,
+        }
+    }
+}
+
+/// Which alert of a duplicate set is kept within the dedup window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DedupKeep {
+    /// The first: later duplicates are suppressed (and recorded).
+    #[default]
+    First,
+    /// The latest: a newer duplicate replaces the pending alert.
+    Latest,
+}
+
+impl DedupKeep {
+    /// `first`, `latest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DedupKeep::First => "first",
+            DedupKeep::Latest => "latest",
+        }
+    }
+}
+
+/// What cancels a held alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClearOn {
+    /// `alarm-end`: the same alarm ends.
+    AlarmEnd,
+    /// `order-cancel`: the same order is cancelled or its result retracted.
+    OrderCancel,
+}
+
+impl ClearOn {
+    /// `alarm-end`, `order-cancel`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClearOn::AlarmEnd => "alarm-end",
+            ClearOn::OrderCancel => "order-cancel",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "alarm-end" => Some(ClearOn::AlarmEnd),
+            "order-cancel" => Some(ClearOn::OrderCancel),
+            _ => None,
+        }
+    }
+}
+
+/// Longest `delay_secs`: a hold is a debounce of seconds, not a deferral.
+pub const MAX_DELAY_SECS: u64 = 600;
+
+/// Delay-then-cancel: hold the alert for `window`; a clearing event
+/// ([`Hold::clears`]) within it cancels the alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Hold {
+    /// How long the alert is held.
+    pub window: Duration,
+    /// What cancels it.
+    pub clear: ClearOn,
+}
+
+impl Hold {
+    /// When a hold that started at `held_at` ends and the alert is sent.
+    pub fn release_at(&self, held_at: DateTime<Utc>) -> DateTime<Utc> {
+        chrono::Duration::from_std(self.window)
+            .ok()
+            .and_then(|d| held_at.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
+/// Why an event counts as critical (see "Clinical safety").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Critical {
+    /// A critical result: a critical flag, or a STAT result.
+    Result,
+    /// A high-priority alarm: `PH`, or STAT.
+    Alarm,
+}
+
+impl Critical {
+    /// `critical-result`, `high-priority-alarm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Critical::Result => "critical-result",
+            Critical::Alarm => "high-priority-alarm",
+        }
+    }
+}
+
+/// The census condition of a re-route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RerouteWhen {
+    /// The encounter is discharged (A03) or cancelled (A11).
+    Discharged,
+    /// The census places the patient in another unit than the event.
+    Moved,
+}
+
+impl RerouteWhen {
+    /// `discharged`, `moved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RerouteWhen::Discharged => "discharged",
+            RerouteWhen::Moved => "moved",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "discharged" => Some(RerouteWhen::Discharged),
+            "moved" => Some(RerouteWhen::Moved),
+            _ => None,
+        }
+    }
+
+    /// Whether the condition holds for `event` given its patient's census state.
+    pub fn holds(self, event: &ClinicalEvent, patient: &PatientState) -> bool {
+        match self {
+            RerouteWhen::Discharged => !patient.status.is_active(),
+            RerouteWhen::Moved => {
+                patient.status.is_active()
+                    && census_unit(patient).is_some_and(|c| {
+                        event_unit(event).is_none_or(|e| !e.eq_ignore_ascii_case(&c))
+                    })
+            }
+        }
+    }
+}
+
+/// Where a re-route sends the alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RerouteTo {
+    /// A target of its own.
+    Target(Target),
+    /// The route's role, in another scope.
+    Scope(Scope),
+}
+
+/// One configured re-route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RerouteSpec {
+    /// Condition.
+    pub when: RerouteWhen,
+    /// New target.
+    pub to: RerouteTo,
+}
+
+/// A re-route applied to a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reroute {
+    /// The condition that held.
+    pub when: RerouteWhen,
+    /// The target the rule gave, which the re-route replaced.
+    pub from: RouteTarget,
+}
+
+/// Whether a matched rule's re-routes applied, for explanations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RerouteCheck {
+    /// No census in the context: no re-route applied.
+    NoCensus,
+    /// The census does not know the patient: no re-route applied.
+    PatientUnknown,
+    /// The census knows the patient and no condition holds.
+    NotNeeded,
+    /// This condition held and its re-route was applied.
+    Applied(RerouteWhen),
+}
+
+impl std::fmt::Display for RerouteCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RerouteCheck::NoCensus => write!(f, "census not available: no re-route applied"),
+            RerouteCheck::PatientUnknown => {
+                write!(f, "patient not in the census: no re-route applied")
+            }
+            RerouteCheck::NotNeeded => write!(f, "census: no re-route condition holds"),
+            RerouteCheck::Applied(w) => write!(f, "re-routed: {}", w.as_str()),
         }
     }
 }
@@ -373,8 +725,14 @@ pub struct Match {
     pub facilities: Vec<Glob>,
     /// Result statuses.
     pub result_status: Vec<ResultStatus>,
+    /// ACM alarm priorities (upper-case: `PH`, `PM`, `PL`, `PN`).
+    pub alarm_priority: Vec<String>,
+    /// Time windows of the routing instant; any one is enough.
+    pub during: Vec<Window>,
     /// Also match training / debugging messages.
     pub allow_test: bool,
+    /// Match *only* training / debugging messages (`test_destination`).
+    pub test_only: bool,
 }
 
 /// The route a rule produces.
@@ -392,8 +750,14 @@ pub struct RouteSpec {
     pub dedup_window: Option<Duration>,
     /// De-duplication key parts.
     pub dedup_key: Vec<DedupPart>,
+    /// Which duplicate is kept.
+    pub dedup_keep: DedupKeep,
     /// Grouping window.
     pub group_window: Option<Duration>,
+    /// Delay-then-cancel.
+    pub hold: Option<Hold>,
+    /// The target is a test destination (only MSH-11 T/D reach it).
+    pub test_destination: bool,
 }
 
 /// One validated rule.
@@ -409,6 +773,8 @@ pub struct Rule {
     pub continue_: bool,
     /// What it produces.
     pub route: RouteSpec,
+    /// Census re-routes, in order.
+    pub reroutes: Vec<RerouteSpec>,
 }
 
 /// One alert to raise.
@@ -428,8 +794,80 @@ pub struct Route {
     pub dedup_window: Option<Duration>,
     /// De-duplication key parts.
     pub dedup_key: Vec<DedupPart>,
+    /// Which duplicate is kept.
+    pub dedup_keep: DedupKeep,
     /// Grouping window.
     pub group_window: Option<Duration>,
+    /// Delay-then-cancel, when the rule asks for it and the event carries
+    /// what could clear it.
+    pub hold: Option<Hold>,
+    /// The re-route applied, with the target it replaced.
+    pub rerouted: Option<Reroute>,
+    /// A test destination (the route of a [`Decision::Test`]).
+    pub test_destination: bool,
+    /// Set when the rule asked for a hold, grouping or `dedup_keep =
+    /// "latest"` but the event is critical: none of them was applied.
+    pub safety_override: Option<Critical>,
+}
+
+/// The routing instant and, when available, the patient census.
+#[derive(Clone, Copy)]
+pub struct RouteContext<'a> {
+    /// The instant `during` windows are checked at.
+    pub at: DateTime<Utc>,
+    /// The census, for re-routes and `census-unit` scopes.
+    pub census: Option<&'a Census>,
+}
+
+impl std::fmt::Debug for RouteContext<'_> {
+    /// The instant and whether there is a census: never the census's content.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteContext")
+            .field("at", &self.at)
+            .field("census", &self.census.map(|_| "present"))
+            .finish()
+    }
+}
+
+impl<'a> RouteContext<'a> {
+    /// A context at `at`, without a census.
+    pub fn new(at: DateTime<Utc>) -> Self {
+        RouteContext { at, census: None }
+    }
+
+    /// The same context with a census.
+    pub fn with_census(self, census: &'a Census) -> Self {
+        RouteContext {
+            census: Some(census),
+            ..self
+        }
+    }
+}
+
+/// What the census says about one event's patient.
+#[derive(Clone, Copy)]
+enum PatientView<'a> {
+    NoCensus,
+    Unknown,
+    Known(&'a PatientState),
+}
+
+impl<'a> PatientView<'a> {
+    fn of(ctx: &RouteContext<'a>, event: &ClinicalEvent) -> Self {
+        match ctx.census {
+            None => PatientView::NoCensus,
+            Some(c) => c
+                .patient_of_event(event)
+                .map_or(PatientView::Unknown, PatientView::Known),
+        }
+    }
+
+    fn patient(self) -> Option<&'a PatientState> {
+        match self {
+            PatientView::Known(p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 /// Why an event raises nothing.
@@ -491,6 +929,8 @@ pub struct RuleCheck {
     pub failed: Option<&'static str>,
     /// False when an earlier first-match rule stopped evaluation before it.
     pub evaluated: bool,
+    /// For a matched rule with re-routes: whether one applied, or why none could.
+    pub reroute: Option<RerouteCheck>,
 }
 
 /// Every validated rule and policy.
@@ -532,16 +972,17 @@ impl Rules {
         self.policies.get(name)
     }
 
-    /// Routes one event.
-    pub fn route(&self, event: &ClinicalEvent) -> Decision {
+    /// Routes one event at `ctx.at`, with the census of `ctx` when given.
+    pub fn route_in(&self, event: &ClinicalEvent, ctx: &RouteContext<'_>) -> Decision {
+        let view = PatientView::of(ctx, event);
         let mut matched = Vec::new();
         let mut routes = Vec::new();
         for rule in &self.rules {
-            if rule.matcher.check(event).is_err() {
+            if rule.matcher.check(event, ctx.at).is_err() {
                 continue;
             }
             matched.push(rule.name.clone());
-            routes.push(rule.route.for_event(&rule.name, event));
+            routes.push(rule.route_for(event, view));
             if !rule.continue_ {
                 break;
             }
@@ -562,17 +1003,23 @@ impl Rules {
         }
     }
 
-    /// Every rule's verdict on `event`, in order (for explanations).
-    pub fn explain(&self, event: &ClinicalEvent) -> Vec<RuleCheck> {
+    /// Every rule's verdict on `event` at `ctx.at`, in order (for explanations).
+    pub fn explain_in(&self, event: &ClinicalEvent, ctx: &RouteContext<'_>) -> Vec<RuleCheck> {
+        let view = PatientView::of(ctx, event);
         let mut stopped = false;
         self.rules
             .iter()
             .map(|rule| {
-                let failed = rule.matcher.check(event).err();
+                let failed = rule.matcher.check(event, ctx.at).err();
                 let check = RuleCheck {
                     rule: rule.name.clone(),
                     failed,
                     evaluated: !stopped,
+                    reroute: if failed.is_none() && !stopped {
+                        rule.reroute_check(event, view).map(|(c, _)| c)
+                    } else {
+                        None
+                    },
                 };
                 if !stopped && failed.is_none() && !rule.continue_ {
                     stopped = true;
@@ -583,19 +1030,77 @@ impl Rules {
     }
 }
 
-impl RouteSpec {
-    fn for_event(&self, rule: &str, event: &ClinicalEvent) -> Route {
+impl Rule {
+    /// Whether the rule's re-routes apply to `event`, and which one does.
+    fn reroute_check(
+        &self,
+        event: &ClinicalEvent,
+        view: PatientView<'_>,
+    ) -> Option<(RerouteCheck, Option<&RerouteSpec>)> {
+        if self.reroutes.is_empty() {
+            return None;
+        }
+        Some(match view {
+            PatientView::NoCensus => (RerouteCheck::NoCensus, None),
+            PatientView::Unknown => (RerouteCheck::PatientUnknown, None),
+            PatientView::Known(p) => match self.reroutes.iter().find(|r| r.when.holds(event, p)) {
+                Some(r) => (RerouteCheck::Applied(r.when), Some(r)),
+                None => (RerouteCheck::NotNeeded, None),
+            },
+        })
+    }
+
+    fn route_for(&self, event: &ClinicalEvent, view: PatientView<'_>) -> Route {
+        let spec = &self.route;
+        let patient = view.patient();
+        let given = resolve_target(&spec.target, event, patient);
+        let (target, rerouted) = match self.reroute_check(event, view) {
+            Some((_, Some(r))) => {
+                let to = match &r.to {
+                    RerouteTo::Target(t) => resolve_target(t, event, patient),
+                    RerouteTo::Scope(scope) => match &given {
+                        RouteTarget::Role { role, .. } => RouteTarget::Role {
+                            role: role.clone(),
+                            scope: scope.unit_for(event, patient),
+                        },
+                        // Validation only allows a scope re-route on a role target.
+                        other => other.clone(),
+                    },
+                };
+                (
+                    to,
+                    Some(Reroute {
+                        when: r.when,
+                        from: given,
+                    }),
+                )
+            }
+            _ => (given, None),
+        };
+        let hold = spec.hold.filter(|h| h.clear.can_clear(event));
+        let asks =
+            hold.is_some() || spec.group_window.is_some() || spec.dedup_keep == DedupKeep::Latest;
+        let critical = critical_event(event).filter(|_| asks);
         Route {
-            rule: rule.to_string(),
-            target: resolve_target(&self.target, event),
-            priority: self
+            rule: self.name.clone(),
+            target,
+            priority: spec
                 .priority
                 .unwrap_or_else(|| AlertPriority::from_event(event.priority)),
-            template: self.template.clone(),
-            escalation: self.escalation.clone(),
-            dedup_window: self.dedup_window,
-            dedup_key: self.dedup_key.clone(),
-            group_window: self.group_window,
+            template: spec.template.clone(),
+            escalation: spec.escalation.clone(),
+            dedup_window: spec.dedup_window,
+            dedup_key: spec.dedup_key.clone(),
+            dedup_keep: if critical.is_some() {
+                DedupKeep::First
+            } else {
+                spec.dedup_keep
+            },
+            group_window: spec.group_window.filter(|_| critical.is_none()),
+            hold: hold.filter(|_| critical.is_none()),
+            rerouted,
+            test_destination: spec.test_destination,
+            safety_override: critical,
         }
     }
 }
@@ -610,21 +1115,33 @@ fn event_unit(event: &ClinicalEvent) -> Option<String> {
         .map(str::to_string)
 }
 
-fn resolve_target(t: &Target, event: &ClinicalEvent) -> RouteTarget {
+/// The patient's current unit per the census: an active encounter with a unit.
+fn census_unit(p: &PatientState) -> Option<String> {
+    if !p.status.is_active() {
+        return None;
+    }
+    p.location
+        .as_ref()
+        .map(|l| l.unit.trim())
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+}
+
+fn resolve_target(
+    t: &Target,
+    event: &ClinicalEvent,
+    patient: Option<&PatientState>,
+) -> RouteTarget {
     match t {
         Target::Role { role, scope } => RouteTarget::Role {
             role: role.clone(),
-            scope: match scope {
-                Scope::None => None,
-                Scope::EventUnit => event_unit(event),
-                Scope::Unit(u) => Some(u.clone()),
-            },
+            scope: scope.unit_for(event, patient),
         },
         Target::Relation { relation, fallback } => RouteTarget::Relation {
             relation: *relation,
             fallback: fallback
                 .as_ref()
-                .map(|f| Box::new(resolve_target(f, event))),
+                .map(|f| Box::new(resolve_target(f, event, patient))),
         },
         Target::Person { id } => RouteTarget::Person { id: id.clone() },
     }

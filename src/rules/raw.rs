@@ -25,6 +25,8 @@ pub(crate) struct RawRule {
     #[serde(default, rename = "match")]
     pub matcher: RawMatch,
     pub route: Option<RawRoute>,
+    #[serde(default)]
+    pub reroute: Vec<RawReroute>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,8 +51,21 @@ pub(crate) struct RawMatch {
     pub facilities: Vec<String>,
     #[serde(default, deserialize_with = "one_or_many::deserialize")]
     pub result_status: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many::deserialize")]
+    pub alarm_priority: Vec<String>,
+    #[serde(default)]
+    pub during: Vec<RawWindow>,
     #[serde(default)]
     pub allow_test: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWindow {
+    pub timezone: Option<String>,
+    pub days: Option<Vec<String>>,
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +82,22 @@ pub(crate) struct RawRoute {
     pub dedup_window_secs: Option<u64>,
     pub dedup_key: Option<Vec<String>>,
     pub group_window_secs: Option<u64>,
+    pub dedup_keep: Option<String>,
+    pub delay_secs: Option<u64>,
+    pub clear: Option<String>,
+    #[serde(default)]
+    pub test_destination: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReroute {
+    pub when: Option<String>,
+    pub role: Option<String>,
+    pub scope: Option<String>,
+    pub relation: Option<String>,
+    pub person: Option<String>,
+    pub fallback: Option<RawFallback>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,19 @@ use crate::event::{
 };
 use crate::roster;
 
-fn rosters() -> Rosters {
+/// A Tuesday, 11:00 New York time.
+pub(super) fn at() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-03-10T15:00:00Z")
+        .expect("t")
+        .with_timezone(&chrono::Utc)
+}
+
+/// The routing context of most tests: [`at`], no census.
+pub(super) fn ctx() -> RouteContext<'static> {
+    RouteContext::new(at())
+}
+
+pub(super) fn rosters() -> Rosters {
     let text = r#"
 name = "t"
 timezone = "America/New_York"
@@ -48,12 +60,12 @@ member = "rn"
     .expect("rosters")
 }
 
-const POLICY: &str = r#"
+pub(super) const POLICY: &str = r#"
 [escalations.p]
 tiers = [{ route = true, timeout_secs = 60 }, { role = "house-supervisor" }, { failsafe = true }]
 "#;
 
-fn rules(text: &str) -> Rules {
+pub(super) fn rules(text: &str) -> Rules {
     match load_files(&[(PathBuf::from("m.toml"), text.to_string())], &rosters()) {
         Ok(r) => r,
         Err(e) => panic!(
@@ -66,21 +78,21 @@ fn rules(text: &str) -> Rules {
     }
 }
 
-fn errors(text: &str) -> Vec<ConfigError> {
+pub(super) fn errors(text: &str) -> Vec<ConfigError> {
     match load_files(&[(PathBuf::from("m.toml"), text.to_string())], &rosters()) {
         Ok(_) => panic!("expected errors"),
         Err(e) => e,
     }
 }
 
-fn error_at(errs: &[ConfigError], field: &str) -> ConfigError {
+pub(super) fn error_at(errs: &[ConfigError], field: &str) -> ConfigError {
     errs.iter()
         .find(|e| e.field == field)
         .cloned()
         .unwrap_or_else(|| panic!("no error at `{field}` in {errs:#?}"))
 }
 
-fn obs(system: &str, code: &str, flags: &[&str], status: ResultStatus) -> Observation {
+pub(super) fn obs(system: &str, code: &str, flags: &[&str], status: ResultStatus) -> Observation {
     Observation {
         set_id: "1".into(),
         value_type: "NM".into(),
@@ -100,7 +112,7 @@ fn obs(system: &str, code: &str, flags: &[&str], status: ResultStatus) -> Observ
 }
 
 /// A production ORU^R01 from `lab`: potassium 6.9 HH, final, in ICU bed 12-A.
-fn result_event() -> ClinicalEvent {
+pub(super) fn result_event() -> ClinicalEvent {
     ClinicalEvent {
         kind: EventKind::Result,
         source: SourceRef {
@@ -150,14 +162,14 @@ fn result_event() -> ClinicalEvent {
     }
 }
 
-fn one_rule(matcher: &str) -> Rules {
+pub(super) fn one_rule(matcher: &str) -> Rules {
     rules(&format!(
         "[[rules]]\nname = \"r\"\nmatch = {{ {matcher} }}\nroute = {{ role = \"hospitalist\", escalation = \"p\" }}\n{POLICY}"
     ))
 }
 
-fn matches(matcher: &str, ev: &ClinicalEvent) -> bool {
-    match one_rule(matcher).route(ev) {
+pub(super) fn matches(matcher: &str, ev: &ClinicalEvent) -> bool {
+    match one_rule(matcher).route_in(ev, &ctx()) {
         Decision::Routed { .. } => true,
         Decision::Filtered { .. } => false,
         d => panic!("unexpected {d:?}"),
@@ -182,7 +194,7 @@ fn demo_mappings_and_rosters_load() {
         )
     });
     assert!(rules.rules().len() >= 3);
-    let Decision::Routed { matched, routes } = rules.route(&result_event()) else {
+    let Decision::Routed { matched, routes } = rules.route_in(&result_event(), &ctx()) else {
         panic!("critical potassium must route");
     };
     assert_eq!(matched, ["critical-potassium"]);
@@ -218,7 +230,7 @@ fn demo_mappings_and_rosters_load() {
         o.flags = vec!["N".into()];
     }
     assert_eq!(
-        rules.route(&normal),
+        rules.route_in(&normal, &ctx()),
         Decision::Filtered {
             reason: FilterReason::NoRuleMatched
         }
@@ -300,7 +312,7 @@ fn matches_on_every_criterion() {
     ));
     // Explanations name the failing criterion.
     let r = one_rule("kind = \"result\", units = [\"4W\"]");
-    assert_eq!(r.explain(&ev)[0].failed, Some("units"));
+    assert_eq!(r.explain_in(&ev, &ctx())[0].failed, Some("units"));
 }
 
 #[test]
@@ -317,13 +329,13 @@ match = {{ flags = ["HH"] }}
 route = {{ role = "house-supervisor", escalation = "p" }}
 {POLICY}"#
     );
-    let Decision::Routed { matched, .. } = rules(&text).route(&result_event()) else {
+    let Decision::Routed { matched, .. } = rules(&text).route_in(&result_event(), &ctx()) else {
         panic!()
     };
     assert_eq!(matched, ["a"]);
     let cont = text.replacen("name = \"a\"", "name = \"a\"\ncontinue = true", 1);
     let r = rules(&cont);
-    let Decision::Routed { matched, routes } = r.route(&result_event()) else {
+    let Decision::Routed { matched, routes } = r.route_in(&result_event(), &ctx()) else {
         panic!()
     };
     assert_eq!(matched, ["a", "b"]);
@@ -335,7 +347,7 @@ route = {{ role = "house-supervisor", escalation = "p" }}
             scope: None
         }
     );
-    let checks = rules(&text).explain(&result_event());
+    let checks = rules(&text).explain_in(&result_event(), &ctx());
     assert_eq!(checks[0].failed, None);
     assert!(checks[0].evaluated);
     assert!(!checks[1].evaluated);
@@ -348,25 +360,79 @@ fn test_and_debug_messages_never_route_to_production() {
         ev.processing = p;
         let r = one_rule("kind = \"result\"");
         assert_eq!(
-            r.route(&ev),
+            r.route_in(&ev, &ctx()),
             Decision::Filtered {
                 reason: FilterReason::NotProduction(p)
             }
         );
-        assert_eq!(r.explain(&ev)[0].failed, Some("processing"));
-        let r = one_rule("kind = \"result\", allow_test = true");
-        match r.route(&ev) {
+        assert_eq!(r.explain_in(&ev, &ctx())[0].failed, Some("processing"));
+    }
+    // A test rule routes T/D messages to its test destination, with the
+    // built-in test policy: no production escalation tier, no failsafe.
+    let text = format!(
+        r#"
+[[rules]]
+name = "prod"
+match = {{ kind = "result" }}
+route = {{ role = "hospitalist", escalation = "p" }}
+[[rules]]
+name = "test"
+match = {{ kind = "result", allow_test = true }}
+route = {{ person = "dr-x", test_destination = true }}
+{POLICY}"#
+    );
+    let r = rules(&text);
+    for p in [Processing::Training, Processing::Debugging] {
+        ev.processing = p;
+        match r.route_in(&ev, &ctx()) {
             Decision::Test {
                 processing,
                 matched,
-                ..
+                routes,
             } => {
                 assert_eq!(processing, p);
-                assert_eq!(matched, ["r"]);
+                assert_eq!(matched, ["test"]);
+                assert_eq!(routes[0].target, RouteTarget::Person { id: "dr-x".into() });
+                assert!(routes[0].test_destination);
+                assert_eq!(routes[0].escalation.name, TEST_POLICY);
+                assert_eq!(
+                    routes[0]
+                        .escalation
+                        .tiers
+                        .iter()
+                        .map(|t| &t.target)
+                        .collect::<Vec<_>>(),
+                    [&TierTarget::Route]
+                );
             }
             d => panic!("{p:?} must not produce {d:?}"),
         }
+        let checks = r.explain_in(&ev, &ctx());
+        assert_eq!(checks[0].failed, Some("processing"));
+        assert_eq!(checks[1].failed, None);
     }
+    // A production message never reaches the test destination.
+    ev.processing = Processing::Production;
+    let Decision::Routed { matched, routes } = r.route_in(&ev, &ctx()) else {
+        panic!()
+    };
+    assert_eq!(matched, ["prod"]);
+    assert!(!routes[0].test_destination);
+    let only_test = rules(&text.replacen(
+        "name = \"prod\"\nmatch = { kind = \"result\" }",
+        "name = \"prod\"\nmatch = { kind = \"admit\" }",
+        1,
+    ));
+    assert_eq!(
+        only_test.route_in(&ev, &ctx()),
+        Decision::Filtered {
+            reason: FilterReason::NoRuleMatched
+        }
+    );
+    assert_eq!(
+        only_test.explain_in(&ev, &ctx())[1].failed,
+        Some("processing")
+    );
 }
 
 #[test]
@@ -374,7 +440,7 @@ fn defaults_priority_policy_and_timeouts() {
     let r = rules("[[rules]]\nname = \"r\"\nroute = { role = \"hospitalist\" }\n");
     let mut ev = result_event();
     ev.priority = Priority::Urgent;
-    let Decision::Routed { routes, .. } = r.route(&ev) else {
+    let Decision::Routed { routes, .. } = r.route_in(&ev, &ctx()) else {
         panic!()
     };
     let route = &routes[0];
@@ -424,10 +490,14 @@ match = {{ kind = "result" }}
 route = {{ relation = "attending", fallback = {{ role = "charge-nurse", scope = "ICU" }}, escalation = "p" }}
 [[rules]]
 name = "person"
+match = {{ kind = "result", flags = ["H"] }}
 route = {{ person = "dr-x", priority = "asap", dedup_window_secs = 60, dedup_key = ["patient"], group_window_secs = 30 }}
 {POLICY}"#
     ));
-    let Decision::Routed { routes, .. } = r.route(&result_event()) else {
+    // An abnormal (not critical) result: the grouping window applies.
+    let mut ev = result_event();
+    ev.observations[1].flags = vec!["H".into()];
+    let Decision::Routed { routes, .. } = r.route_in(&ev, &ctx()) else {
         panic!()
     };
     assert_eq!(

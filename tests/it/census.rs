@@ -55,7 +55,7 @@ pub fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
         "rosters_dir = \"rosters\"\nmappings_dir = \"mappings\"\n{extra}\n\
 [storage]\ndata_dir = \"data\"\n[mllp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
 [[senders]]\nname = \"adt\"\nmsh3 = [\"*\"]\nmsh4 = [\"*\"]\nnetworks = [\"127.0.0.0/8\"]\n\
-[[operators]]\nname = \"coordinator\"\ntokens_sha256 = [\"{}\"]\npermissions = [\"oncall:read\", \"assignments:read\", \"assignments:write\", \"routing:reload\"]\n\
+[[operators]]\nname = \"coordinator\"\ntokens_sha256 = [\"{}\"]\npermissions = [\"oncall:read\", \"assignments:read\", \"assignments:write\", \"routing:reload\", \"rosters:write\"]\n\
 [[operators]]\nname = \"reader\"\ntokens_sha256 = [\"{}\"]\npermissions = [\"oncall:read\"]\n",
         h(OPERATOR_TOKEN),
         h(READER_TOKEN)

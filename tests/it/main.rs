@@ -25,6 +25,7 @@ mod limits;
 mod live_reload;
 mod load;
 mod ordering;
+mod rosters_console;
 mod routing;
 mod sealed;
 mod storage_faults;
