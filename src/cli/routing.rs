@@ -33,7 +33,7 @@ use super::{ConfigArg, EXIT_CONFIG, load};
 use crate::census::Census;
 use crate::clock::Clock;
 use crate::config::{Config, SenderConfig};
-use crate::event::{ClinicalEvent, Priority, Processing, ProviderRole};
+use crate::event::{ClinicalEvent, Priority, Processing};
 use crate::parse::fhir::{self, FhirContext};
 use crate::parse::{self, Charset, EventContext, Header, Support};
 use crate::roster::schedule::{Resolution, resolve};
@@ -565,10 +565,13 @@ pub(super) fn route(a: RouteArgs) -> ExitCode {
     for n in &notes {
         eprintln!("note: {n}");
     }
+    let (census, census_note) = journal_census(&cfg);
+    let mut notes = notes;
+    notes.push(census_note);
     let pretty = a.files.len() == 1;
     let mut ok = true;
     for (i, path) in a.files.iter().enumerate() {
-        let mut out = route_file(&cfg, path, a.sender.as_deref(), at);
+        let mut out = route_file(&cfg, path, a.sender.as_deref(), at, census.as_ref());
         out.notes.splice(0..0, notes.iter().cloned());
         if out.error.is_some() {
             ok = false;
@@ -627,7 +630,46 @@ fn strip_prefix(bytes: &[u8]) -> &[u8] {
     b
 }
 
-fn route_file(cfg: &Config, path: &Path, sender: Option<&str>, at: DateTime<Utc>) -> FileOut {
+/// The census as the gateway has it now, rebuilt from the journal (read
+/// only), and a note saying so or why it is not available.
+fn journal_census(cfg: &Config) -> (Option<Census>, String) {
+    use crate::journal::{SqliteStorage, Storage};
+    let path = cfg.journal_path();
+    if !path.is_file() {
+        return (
+            None,
+            format!("census not available: no journal at {}", path.display()),
+        );
+    }
+    let protection = match super::compliance::existing_protection(cfg) {
+        Ok(p) => p,
+        Err(e) => return (None, format!("census not available: {e}")),
+    };
+    match SqliteStorage::open_read_only(&path, Some(protection)).and_then(|mut s| s.census_load()) {
+        Ok((c, report)) => {
+            let c = c.with_nurse_role_codes(cfg.census.nurse_role_codes.iter().cloned());
+            let note = format!(
+                "census: {} patients, rebuilt from the journal ({} events, {} assignment changes replayed{}) — as it is now, whatever --at says",
+                c.patients().count(),
+                report.events,
+                report.ops,
+                report.snapshot.map_or(String::new(), |(_, e)| format!(
+                    " after the snapshot at event {e}"
+                ))
+            );
+            (Some(c), note)
+        }
+        Err(e) => (None, format!("census not available: {e}")),
+    }
+}
+
+fn route_file(
+    cfg: &Config,
+    path: &Path,
+    sender: Option<&str>,
+    at: DateTime<Utc>,
+    census: Option<&Census>,
+) -> FileOut {
     let mut out = empty_report(path, at);
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -653,7 +695,6 @@ fn route_file(cfg: &Config, path: &Path, sender: Option<&str>, at: DateTime<Utc>
         );
         Vec::new()
     };
-    let census: Option<&Census> = None;
     let ctx = RouteContext { at, census };
     let resolver = Resolver {
         rosters: &cfg.rosters,
@@ -1264,48 +1305,30 @@ impl Resolver<'_> {
 
     /// The roster members holding a care-team relation for this event, or
     /// why there are none.
+    /// Who holds a care-team relation: the census first (care team, nurse
+    /// assignments), then the providers named on the event.
     fn relation(&self, rel: Relation, ev: &ClinicalEvent) -> (Vec<Arc<Member>>, String) {
-        let role = match rel {
-            Relation::Attending => ProviderRole::Attending,
-            Relation::Admitting => ProviderRole::Admitting,
-            Relation::Ordering => ProviderRole::Ordering,
-            Relation::Referring => ProviderRole::Referring,
-            Relation::Consulting => ProviderRole::Consulting,
-            Relation::AssignedNurse => {
-                return (
-                    Vec::new(),
-                    "assigned-nurse: census not available (nurse assignments come from the census)"
-                        .to_string(),
-                );
-            }
-        };
-        let named: Vec<_> = ev.providers.iter().filter(|p| p.role == role).collect();
-        if named.is_empty() {
-            return (
-                Vec::new(),
-                format!(
-                    "{}: not named on the event; census not available",
-                    rel.as_str()
-                ),
-            );
-        }
-        let mut out: Vec<Arc<Member>> = Vec::new();
-        for p in named {
-            if let Some(m) = self
-                .rosters
-                .member_by_provider_id(p.id.value.trim(), p.id.authority.trim())
-                && !out.iter().any(|x| x.id == m.id)
-            {
-                out.push(m.clone());
-            }
-        }
-        let why = if out.is_empty() {
-            format!(
-                "{}: the provider named on the event is not a roster member",
+        let empty = Census::new();
+        let census = self.census.unwrap_or(&empty);
+        let out: Vec<Arc<Member>> = census
+            .event_relation_members(ev, rel, self.rosters, self.at)
+            .iter()
+            .filter_map(|id| self.rosters.member(id).cloned())
+            .collect();
+        let why = match (out.is_empty(), self.census.is_some()) {
+            (false, _) => String::new(),
+            (true, true) => format!(
+                "{}: nobody reachable holds it in the census or on the event",
                 rel.as_str()
-            )
-        } else {
-            String::new()
+            ),
+            (true, false) if rel == Relation::AssignedNurse => {
+                "assigned-nurse: census not available (nurse assignments come from the census)"
+                    .to_string()
+            }
+            (true, false) => format!(
+                "{}: no roster member named on the event; census not available",
+                rel.as_str()
+            ),
         };
         (out, why)
     }

@@ -377,3 +377,78 @@ async fn the_assignment_api_checks_who_asks_and_what_is_asked() {
         .collect();
     assert_eq!(actions, want);
 }
+
+/// A mapping that needs the census: a critical result goes to the nurse
+/// assigned to the patient's bed, else the charge nurse.
+const NURSE_MAPPING: &str = r#"
+[[rules]]
+name = "critical-to-assigned-nurse"
+match = { kind = "result", flags = ["HH", "LL"] }
+route = { relation = "assigned-nurse", fallback = { role = "charge-nurse" }, priority = "stat" }
+"#;
+
+#[tokio::test]
+async fn route_reads_the_census_the_gateway_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    std::fs::write(dir.path().join("mappings/nurse.toml"), NURSE_MAPPING).unwrap();
+    let result = dir.path().join("k.hl7");
+    std::fs::write(
+        &result,
+        "MSH|^~\\&|LAB|HOSP|SWITCHBOARD|HOSP|20261123120000||ORU^R01^ORU_R01|R1|P|2.5.1\r\
+PID|1||MRN1^^^HOSP^MR||ZZCANARY^PHI\r\
+PV1|1|I|ICU^101^A^HOSP\r\
+OBR|1|PL1|FL1|2823-3^Potassium^LN\r\
+OBX|1|NM|2823-3^Potassium^LN||6.9|mmol/L|3.5-5.1|HH|||F\r",
+    )
+    .unwrap();
+    let route = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["route", "--json", "--config"])
+            .arg(&config)
+            .arg(&result)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let who: Vec<String> = v["alerts"][0]["tiers"][0]["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["member"].as_str().unwrap().to_string())
+            .collect();
+        (v, who)
+    };
+    // No journal yet: the fallback, and the note says why.
+    let (v, who) = route();
+    assert_eq!(who, ["rn-a"], "charge nurse by fallback: {v}");
+    assert!(
+        v["notes"].to_string().contains("census not available"),
+        "{v}"
+    );
+
+    // The gateway admits the patient and rn-b is assigned to the bed.
+    let g = start(dir.path(), "").await;
+    send_all(&g, &[adt("A01", "N1", "MRN1", "ICU^101^A^HOSP", "")]).await;
+    let to = (chrono::Utc::now() + chrono::TimeDelta::hours(8)).to_rfc3339();
+    let r = api(
+        &g,
+        "POST",
+        "/api/v1/assignments",
+        Some(OPERATOR_TOKEN),
+        &format!(r#"{{"member":"rn-b","bed":{{"facility":"HOSP","unit":"ICU","room":"101","bed":"A"}},"to":"{to}"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    // While it runs (read-only beside it) and after it stops.
+    let (v, who) = route();
+    assert_eq!(who, ["rn-b"], "the assigned nurse from the census: {v}");
+    assert!(v["notes"].to_string().contains("census: 1 patients"), "{v}");
+    g.shutdown().await;
+    let (_, who) = route();
+    assert_eq!(who, ["rn-b"]);
+}
