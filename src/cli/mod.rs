@@ -181,9 +181,16 @@ pub fn main() -> ExitCode {
                 );
                 let now = crate::clock::Clock::system().now_utc();
                 let horizon = now + chrono::Duration::days(14);
+                let console = cfg
+                    .rosters
+                    .rosters()
+                    .iter()
+                    .filter(|r| crate::live::is_console(r))
+                    .count();
                 println!(
-                    "rosters: {} ({}); mapping rules: {}",
+                    "rosters: {} ({} from {}, {console} console-managed); mapping rules: {}",
                     cfg.rosters.rosters().len(),
+                    cfg.rosters.rosters().len() - console,
                     cfg.rosters_dir.display(),
                     cfg.rules.rules().len()
                 );

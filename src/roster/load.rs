@@ -151,7 +151,7 @@ pub(crate) fn load(sources: &[Source]) -> Result<Rosters, Vec<ConfigError>> {
             }
             seen.push(target.name.clone());
             match &target.failsafe {
-                Failsafe::Member(_) => break,
+                Failsafe::Member(_) | Failsafe::None => break,
                 Failsafe::Role(r2) => next = r2.clone(),
             }
         }
@@ -428,7 +428,12 @@ fn roster(rep: &Reporter<'_>, raw: RawRoster, errors: &mut Vec<ConfigError>) -> 
             overrider(&mut c, &root.key("overrides").index(i), o, &members, &roles)
         })
         .collect();
-    let failsafe = failsafe(&mut c, raw.failsafe.as_ref(), &members);
+    let failsafe = if raw.failsafe.is_none() && roles.is_empty() {
+        // A directory: members only.
+        Some(Failsafe::None)
+    } else {
+        failsafe(&mut c, raw.failsafe.as_ref(), &members)
+    };
     let has_errors = c.errors.len() > before;
     if has_errors || failsafe.is_none() {
         return None;

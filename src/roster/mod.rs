@@ -49,10 +49,16 @@
 //! end = "2026-03-08T07:00"
 //! reason = "swap"
 //!
-//! [failsafe]                              # required: who gets it when nobody is scheduled
+//! [failsafe]                              # required with roles: who gets it when nobody is scheduled
 //! member = "rn-day"                       # a member of this roster, or
 //! # role = "house-supervisor"             # an unscoped role of any roster
 //! ```
+//!
+//! A file with `members` and no `roles` is a **directory**: people who are
+//! not on a rotation here (attendings, consultants) but must be reachable
+//! when a message names them (PV1-7, ROL) — their provider `ids` and
+//! `contacts` are what care-team relations resolve to. It needs no
+//! `[failsafe]`.
 //!
 //! Validation (every error names file, line, column and field): unknown
 //! fields, bad time zone, malformed dates and times, unknown members and
@@ -169,6 +175,9 @@ pub enum Failsafe {
     Member(usize),
     /// An unscoped role, possibly of another roster.
     Role(String),
+    /// A directory roster (members only, no roles): nothing to cover, so
+    /// no failsafe; never consulted.
+    None,
 }
 
 /// One validated roster file.

@@ -283,6 +283,7 @@ impl Rosters {
                 }
                 s
             }
+            Failsafe::None => Vec::new(),
         }
     }
 
@@ -372,6 +373,7 @@ impl Rosters {
                                 format!("failsafe member `{}`", r.members[*m].id)
                             }
                             Failsafe::Role(x) => format!("failsafe role `{x}`"),
+                            Failsafe::None => "no failsafe".to_string(),
                         },
                     })
                 };

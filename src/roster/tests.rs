@@ -884,3 +884,23 @@ fn random_rotations_agree_with_reports() {
         }
     }
 }
+
+#[test]
+fn a_directory_roster_needs_no_failsafe_and_resolves_provider_ids() {
+    let dir = format!("name = \"attendings\"\ntimezone = \"UTC\"\n{MEMBERS}");
+    let r = load(&[("attendings.toml", &dir)]);
+    assert_eq!(r.roster("attendings").unwrap().failsafe, Failsafe::None);
+    assert_eq!(r.member_by_provider_id("111", "NPI").unwrap().id, "a");
+    assert!(
+        r.coverage_gaps(utc("2026-01-01T00:00:00Z"), utc("2026-02-01T00:00:00Z"))
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_roster_with_roles_still_needs_a_failsafe() {
+    let text =
+        format!("name = \"t\"\ntimezone = \"UTC\"\n{MEMBERS}\n[[roles]]\nname = \"nurse\"\n");
+    let e = error_at(&errors(&text), "failsafe");
+    assert!(e.problem.contains("required"), "{e}");
+}

@@ -134,7 +134,7 @@ fn check_validates_rosters_and_mappings_with_file_line_and_field() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("rosters: 3"), "{stdout}");
+    assert!(stdout.contains("rosters: 4"), "{stdout}");
 
     // A roster with a zone that does not exist.
     let roster = dir.path().join("rosters/hospitalist.toml");
