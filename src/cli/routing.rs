@@ -23,13 +23,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
 use super::{ConfigArg, EXIT_CONFIG, load};
+use crate::alert::recipients::{Recipient, Resolver, describe, via_kind};
 use crate::census::Census;
 use crate::clock::Clock;
 use crate::config::{Config, SenderConfig};
@@ -37,8 +37,8 @@ use crate::event::{ClinicalEvent, Priority, Processing};
 use crate::parse::fhir::{self, FhirContext};
 use crate::parse::{self, Charset, EventContext, Header, Support};
 use crate::roster::schedule::{Resolution, resolve};
-use crate::roster::{Member, OnCall, Rosters, Via, show_instant};
-use crate::rules::{Decision, Relation, Route, RouteContext, RouteTarget, Rules, TierTarget};
+use crate::roster::{OnCall, Rosters, show_instant};
+use crate::rules::{Decision, Route, RouteContext, RouteTarget, Rules, TierTarget};
 
 /// When to resolve rosters.
 #[derive(Debug, clap::Args)]
@@ -215,18 +215,6 @@ struct OncallReport {
     role_scope: Option<String>,
     notes: Vec<String>,
     on_call: Vec<OnCallOut>,
-}
-
-fn via_kind(o: &OnCall) -> &'static str {
-    if o.failsafe {
-        return "failsafe";
-    }
-    match o.via {
-        Via::Rotation(_) => "rotation",
-        Via::Shift(_) => "shift",
-        Via::Override(_) => "override",
-        Via::Failsafe => "failsafe",
-    }
 }
 
 fn on_call_out(rosters: &Rosters, o: &OnCall) -> OnCallOut {
@@ -1096,14 +1084,14 @@ fn explain_events(
         match decision {
             Decision::Routed { routes, .. } => {
                 for r in &routes {
-                    out.alerts.push(resolver.alert(i, r, ev));
+                    out.alerts.push(alert_out(resolver, i, r, ev));
                 }
             }
             Decision::Test {
                 processing, routes, ..
             } => {
                 for r in &routes {
-                    let mut a = resolver.alert(i, r, ev);
+                    let mut a = alert_out(resolver, i, r, ev);
                     a.production = false;
                     a.tiers.clear();
                     a.note = Some(format!(
@@ -1136,240 +1124,69 @@ fn explain_events(
     }
 }
 
-/// Resolves targets to people at one instant.
-struct Resolver<'a> {
-    rosters: &'a Rosters,
-    at: DateTime<Utc>,
-    census: Option<&'a Census>,
+/// One alert as `route` shows it: each tier with whom it reaches now.
+fn alert_out(resolver: &Resolver<'_>, event: usize, r: &Route, ev: &ClinicalEvent) -> AlertOut {
+    let (role, scope) = target_role(&r.target);
+    let tiers = r
+        .escalation
+        .tiers
+        .iter()
+        .map(|t| {
+            let target = match &t.target {
+                TierTarget::Route => format!("route: {}", describe(&r.target)),
+                TierTarget::Role { role, scope } => {
+                    let patient = resolver.census.and_then(|c| c.patient_of_event(ev));
+                    describe(&RouteTarget::Role {
+                        role: role.clone(),
+                        scope: scope.unit_for(ev, patient),
+                    })
+                }
+                TierTarget::Relation(rel) => describe(&RouteTarget::Relation {
+                    relation: *rel,
+                    fallback: None,
+                }),
+                TierTarget::Person(id) => describe(&RouteTarget::Person { id: id.clone() }),
+                TierTarget::Failsafe => "failsafe".to_string(),
+            };
+            let res = resolver.tier(r, t, ev);
+            TierOut {
+                target,
+                timeout_secs: t.timeout_for(r.priority).as_secs(),
+                recipients: res.recipients.iter().map(recipient_out).collect(),
+                note: res.note,
+            }
+        })
+        .collect();
+    AlertOut {
+        event,
+        rule: r.rule.clone(),
+        priority: r.priority.as_str(),
+        target: describe(&r.target),
+        role,
+        scope,
+        template: r.template.clone(),
+        escalation: r.escalation.name.clone(),
+        production: true,
+        hold_secs: r.hold.map(|h| h.window.as_secs()),
+        hold_clear: r.hold.map(|h| h.clear.as_str()),
+        rerouted: r.rerouted.as_ref().map(|x| ReroutedOut {
+            when: x.when.as_str(),
+            from: describe(&x.from),
+        }),
+        safety_override: r.safety_override.map(|c| c.as_str()),
+        tiers,
+        note: None,
+    }
 }
 
-/// Who a target resolved to.
-struct Resolved {
-    recipients: Vec<RecipientOut>,
-    note: Option<String>,
-    /// Members found (for the failsafe of a relation or person target).
-    members: Vec<Arc<Member>>,
-}
-
-impl Resolver<'_> {
-    fn alert(&self, event: usize, r: &Route, ev: &ClinicalEvent) -> AlertOut {
-        let (role, scope) = target_role(&r.target);
-        let route = self.target(&r.target, ev);
-        let tiers = r
-            .escalation
-            .tiers
-            .iter()
-            .map(|t| {
-                let timeout_secs = t.timeout_for(r.priority).as_secs();
-                let (target, res) = match &t.target {
-                    TierTarget::Route => (
-                        format!("route: {}", describe(&r.target)),
-                        self.target(&r.target, ev),
-                    ),
-                    TierTarget::Role { role, scope } => {
-                        let patient = self.census.and_then(|c| c.patient_of_event(ev));
-                        let unit = scope.unit_for(ev, patient);
-                        let t = RouteTarget::Role {
-                            role: role.clone(),
-                            scope: unit,
-                        };
-                        (describe(&t), self.target(&t, ev))
-                    }
-                    TierTarget::Relation(rel) => {
-                        let t = RouteTarget::Relation {
-                            relation: *rel,
-                            fallback: None,
-                        };
-                        (describe(&t), self.target(&t, ev))
-                    }
-                    TierTarget::Person(id) => {
-                        let t = RouteTarget::Person { id: id.clone() };
-                        (describe(&t), self.target(&t, ev))
-                    }
-                    TierTarget::Failsafe => {
-                        ("failsafe".to_string(), self.failsafe(&r.target, &route, ev))
-                    }
-                };
-                TierOut {
-                    target,
-                    timeout_secs,
-                    recipients: res.recipients,
-                    note: res.note,
-                }
-            })
-            .collect();
-        AlertOut {
-            event,
-            rule: r.rule.clone(),
-            priority: r.priority.as_str(),
-            target: describe(&r.target),
-            role,
-            scope,
-            template: r.template.clone(),
-            escalation: r.escalation.name.clone(),
-            production: true,
-            hold_secs: r.hold.map(|h| h.window.as_secs()),
-            hold_clear: r.hold.map(|h| h.clear.as_str()),
-            rerouted: r.rerouted.as_ref().map(|x| ReroutedOut {
-                when: x.when.as_str(),
-                from: describe(&x.from),
-            }),
-            safety_override: r.safety_override.map(|c| c.as_str()),
-            tiers,
-            note: None,
-        }
-    }
-
-    fn resolved_on_call(&self, who: Vec<OnCall>) -> Resolved {
-        Resolved {
-            members: who.iter().map(|o| o.member.clone()).collect(),
-            recipients: who
-                .iter()
-                .map(|o| RecipientOut {
-                    member: o.member.id.clone(),
-                    display: o.member.display.clone(),
-                    via: via_kind(o).to_string(),
-                    definition: Some(o.via.to_string()),
-                    roster: Some(o.roster.clone()),
-                    contacts: o.member.contacts.clone(),
-                })
-                .collect(),
-            note: None,
-        }
-    }
-
-    fn resolved_members(&self, members: Vec<Arc<Member>>, via: &str) -> Resolved {
-        Resolved {
-            recipients: members
-                .iter()
-                .map(|m| RecipientOut {
-                    member: m.id.clone(),
-                    display: m.display.clone(),
-                    via: via.to_string(),
-                    definition: None,
-                    roster: self.roster_of(&m.id).map(|r| r.name.clone()),
-                    contacts: m.contacts.clone(),
-                })
-                .collect(),
-            members,
-            note: None,
-        }
-    }
-
-    fn roster_of(&self, member: &str) -> Option<&crate::roster::Roster> {
-        self.rosters
-            .rosters()
-            .iter()
-            .find(|r| r.members.iter().any(|m| m.id == member))
-    }
-
-    fn target(&self, t: &RouteTarget, ev: &ClinicalEvent) -> Resolved {
-        match t {
-            RouteTarget::Role { role, scope } => {
-                let mut r =
-                    self.resolved_on_call(self.rosters.on_call(role, scope.as_deref(), self.at));
-                if r.recipients.is_empty() {
-                    r.note = Some(format!("role `{role}` resolves to nobody"));
-                }
-                r
-            }
-            RouteTarget::Person { id } => match self.rosters.member(id) {
-                Some(m) => self.resolved_members(vec![m.clone()], "person"),
-                None => Resolved {
-                    recipients: Vec::new(),
-                    note: Some(format!("no roster member `{id}`")),
-                    members: Vec::new(),
-                },
-            },
-            RouteTarget::Relation { relation, fallback } => {
-                let (members, why) = self.relation(*relation, ev);
-                if !members.is_empty() {
-                    return self
-                        .resolved_members(members, &format!("relation:{}", relation.as_str()));
-                }
-                match fallback {
-                    Some(f) => {
-                        let mut r = self.target(f, ev);
-                        r.note = Some(format!("{why}; fallback: {}", describe(f)));
-                        r
-                    }
-                    None => Resolved {
-                        recipients: Vec::new(),
-                        note: Some(why),
-                        members: Vec::new(),
-                    },
-                }
-            }
-        }
-    }
-
-    /// The roster members holding a care-team relation for this event, or
-    /// why there are none.
-    /// Who holds a care-team relation: the census first (care team, nurse
-    /// assignments), then the providers named on the event.
-    fn relation(&self, rel: Relation, ev: &ClinicalEvent) -> (Vec<Arc<Member>>, String) {
-        let empty = Census::new();
-        let census = self.census.unwrap_or(&empty);
-        let out: Vec<Arc<Member>> = census
-            .event_relation_members(ev, rel, self.rosters, self.at)
-            .iter()
-            .filter_map(|id| self.rosters.member(id).cloned())
-            .collect();
-        let why = match (out.is_empty(), self.census.is_some()) {
-            (false, _) => String::new(),
-            (true, true) => format!(
-                "{}: nobody reachable holds it in the census or on the event",
-                rel.as_str()
-            ),
-            (true, false) if rel == Relation::AssignedNurse => {
-                "assigned-nurse: census not available (nurse assignments come from the census)"
-                    .to_string()
-            }
-            (true, false) => format!(
-                "{}: no roster member named on the event; census not available",
-                rel.as_str()
-            ),
-        };
-        (out, why)
-    }
-
-    /// The failsafe of the route target's roster.
-    fn failsafe(&self, t: &RouteTarget, resolved: &Resolved, ev: &ClinicalEvent) -> Resolved {
-        match t {
-            RouteTarget::Role { role, scope } => {
-                let mut r =
-                    self.resolved_on_call(self.rosters.failsafe(role, scope.as_deref(), self.at));
-                if r.recipients.is_empty() {
-                    r.note = Some(format!("no failsafe for role `{role}`"));
-                }
-                r
-            }
-            RouteTarget::Relation {
-                fallback: Some(f), ..
-            } if resolved.members.is_empty() => {
-                let inner = self.target(f, ev);
-                self.failsafe(f, &inner, ev)
-            }
-            RouteTarget::Relation { .. } | RouteTarget::Person { .. } => {
-                let roster = resolved
-                    .members
-                    .first()
-                    .and_then(|m| self.roster_of(&m.id))
-                    .and_then(|r| r.roles.first());
-                match roster {
-                    Some(role) => self.resolved_on_call(self.rosters.failsafe(
-                        &role.name,
-                        role.scope.as_deref(),
-                        self.at,
-                    )),
-                    None => Resolved {
-                        recipients: Vec::new(),
-                        note: Some("no roster to take the failsafe from".to_string()),
-                        members: Vec::new(),
-                    },
-                }
-            }
-        }
+fn recipient_out(r: &Recipient) -> RecipientOut {
+    RecipientOut {
+        member: r.member.id.clone(),
+        display: r.member.display.clone(),
+        via: r.via.clone(),
+        definition: r.definition.clone(),
+        roster: r.roster.clone(),
+        contacts: r.member.contacts.clone(),
     }
 }
 
@@ -1380,25 +1197,6 @@ fn target_role(t: &RouteTarget) -> (Option<String>, Option<String>) {
             fallback: Some(f), ..
         } => target_role(f),
         _ => (None, None),
-    }
-}
-
-fn describe(t: &RouteTarget) -> String {
-    match t {
-        RouteTarget::Role { role, scope: None } => format!("role {role}"),
-        RouteTarget::Role {
-            role,
-            scope: Some(u),
-        } => format!("role {role} (unit {u})"),
-        RouteTarget::Relation {
-            relation,
-            fallback: None,
-        } => format!("relation {}", relation.as_str()),
-        RouteTarget::Relation {
-            relation,
-            fallback: Some(f),
-        } => format!("relation {}, else {}", relation.as_str(), describe(f)),
-        RouteTarget::Person { id } => format!("person {id}"),
     }
 }
 

@@ -1,0 +1,3 @@
+//! Alerts: who gets told, and the lifecycle that makes sure someone acts.
+
+pub mod recipients;
