@@ -198,7 +198,7 @@ mod context_tests;
 #[cfg(test)]
 mod safety_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -224,7 +224,7 @@ pub const DEFAULT_POLICY: &str = "default";
 pub const TEST_POLICY: &str = "test-only";
 
 /// Alert priority of a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AlertPriority {
     /// Routine.
     Routine,
@@ -278,7 +278,7 @@ pub fn default_tier_timeout(p: AlertPriority) -> Duration {
 }
 
 /// A care-team relation of the event's patient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Relation {
     /// PV1-7.
     Attending,
@@ -321,7 +321,7 @@ impl Relation {
 }
 
 /// Which unit a role target covers, as configured.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Scope {
     /// The unscoped role.
     None,
@@ -377,7 +377,7 @@ pub enum Target {
 }
 
 /// A target for one event: the scope is resolved to a unit name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RouteTarget {
     /// `Rosters::on_call(role, scope, at)`.
     Role {
@@ -401,7 +401,7 @@ pub enum RouteTarget {
 }
 
 /// Who a tier notifies.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TierTarget {
     /// The route's own target.
     Route,
@@ -421,7 +421,7 @@ pub enum TierTarget {
 }
 
 /// One escalation tier.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tier {
     /// Who.
     pub target: TierTarget,
@@ -437,7 +437,7 @@ impl Tier {
 }
 
 /// An escalation policy: ordered tiers ending in the failsafe.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EscalationPolicy {
     /// Name.
     pub name: String,
@@ -513,7 +513,7 @@ impl DedupKeep {
 }
 
 /// What cancels a held alert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ClearOn {
     /// `alarm-end`: the same alarm ends.
     AlarmEnd,
@@ -544,7 +544,7 @@ pub const MAX_DELAY_SECS: u64 = 600;
 
 /// Delay-then-cancel: hold the alert for `window`; a clearing event
 /// ([`Hold::clears`]) within it cancels the alert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Hold {
     /// How long the alert is held.
     pub window: Duration,

@@ -92,7 +92,7 @@ pub(super) fn error_at(errs: &[ConfigError], field: &str) -> ConfigError {
         .unwrap_or_else(|| panic!("no error at `{field}` in {errs:#?}"))
 }
 
-pub(super) fn obs(system: &str, code: &str, flags: &[&str], status: ResultStatus) -> Observation {
+pub(crate) fn obs(system: &str, code: &str, flags: &[&str], status: ResultStatus) -> Observation {
     Observation {
         set_id: "1".into(),
         value_type: "NM".into(),
@@ -112,7 +112,7 @@ pub(super) fn obs(system: &str, code: &str, flags: &[&str], status: ResultStatus
 }
 
 /// A production ORU^R01 from `lab`: potassium 6.9 HH, final, in ICU bed 12-A.
-pub(super) fn result_event() -> ClinicalEvent {
+pub(crate) fn result_event() -> ClinicalEvent {
     ClinicalEvent {
         kind: EventKind::Result,
         source: SourceRef {
