@@ -1,5 +1,6 @@
 //! Alerts: who gets told, and the lifecycle that makes sure someone acts.
 
+pub mod desk;
 pub mod engine;
 pub mod model;
 pub mod recipients;

@@ -71,8 +71,13 @@ pub struct Resolver<'a> {
 impl Resolver<'_> {
     /// Who tier `tier` of `route` reaches for `ev`.
     pub fn tier(&self, route: &Route, tier: &Tier, ev: &ClinicalEvent) -> Resolved {
+        self.tier_for(&route.target, tier, ev)
+    }
+
+    /// Who tier `tier` reaches for `ev` when the route's target is `target`.
+    pub fn tier_for(&self, target: &RouteTarget, tier: &Tier, ev: &ClinicalEvent) -> Resolved {
         match &tier.target {
-            TierTarget::Route => self.target(&route.target, ev),
+            TierTarget::Route => self.target(target, ev),
             TierTarget::Role { role, scope } => {
                 let patient = self.census.and_then(|c| c.patient_of_event(ev));
                 let t = RouteTarget::Role {
@@ -90,8 +95,8 @@ impl Resolver<'_> {
             ),
             TierTarget::Person(id) => self.target(&RouteTarget::Person { id: id.clone() }, ev),
             TierTarget::Failsafe => {
-                let route_target = self.target(&route.target, ev);
-                self.failsafe(&route.target, &route_target, ev)
+                let route_target = self.target(target, ev);
+                self.failsafe(target, &route_target, ev)
             }
         }
     }

@@ -9,6 +9,7 @@
 //! journaled and audited with the operator as actor (`operator:NAME`).
 //! Error bodies are `{"error": "..."}` and never carry PHI.
 
+mod alerts;
 mod assignments;
 mod rosters;
 mod routing;
@@ -37,6 +38,9 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/routing", get(routing::status))
         .route("/api/v1/routing/reload", post(routing::reload))
         .route("/api/v1/oncall/{role}", get(routing::oncall))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/{id}", get(alerts::get_one))
+        .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
         .route("/api/v1/rosters", get(rosters::list))
         .route(
             "/api/v1/rosters/{name}",

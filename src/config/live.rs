@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::locate::FieldPath;
-use super::raw::{RawCensus, RawOperator, RawReload};
+use super::raw::{RawAlerts, RawCensus, RawOperator, RawReload};
 use super::{Validator, parse_networks, parse_token_hashes};
 
 /// What an operator may do through the API. The console's roles (#8) map
@@ -24,16 +24,26 @@ pub enum Permission {
     RoutingReload,
     /// Save, revert and retire console-managed rosters (`rosters:write`).
     RostersWrite,
+    /// List alerts and their timelines (`alerts:read`).
+    AlertsRead,
+    /// Record receipts and a recipient's accept / decline / resolve, as
+    /// backends and the console do for the member signed in (`alerts:ack`).
+    AlertsAck,
+    /// Acknowledge for someone else, recorded as on behalf (`alerts:on-behalf`).
+    AlertsOnBehalf,
 }
 
 impl Permission {
     /// Every permission with its configuration name.
-    pub const ALL: [(Permission, &'static str); 5] = [
+    pub const ALL: [(Permission, &'static str); 8] = [
         (Permission::OncallRead, "oncall:read"),
         (Permission::AssignmentsRead, "assignments:read"),
         (Permission::AssignmentsWrite, "assignments:write"),
         (Permission::RoutingReload, "routing:reload"),
         (Permission::RostersWrite, "rosters:write"),
+        (Permission::AlertsRead, "alerts:read"),
+        (Permission::AlertsAck, "alerts:ack"),
+        (Permission::AlertsOnBehalf, "alerts:on-behalf"),
     ];
 
     /// The configuration name.
@@ -83,6 +93,20 @@ pub struct CensusConfig {
     pub snapshot_interval: Duration,
 }
 
+/// `[alerts]`.
+#[derive(Clone, Debug)]
+pub struct AlertsConfig {
+    /// An event older than this when routed (a replayed backlog) raises a
+    /// *late* alert: marked, told to its first tier, not escalated unless
+    /// critical.
+    pub late_after: Duration,
+    /// More than this many non-critical alarm alerts for one unit within
+    /// `storm_window` fold into one storm summary alert (0: never).
+    pub storm_threshold: u32,
+    /// The storm counting window.
+    pub storm_window: Duration,
+}
+
 /// `[reload]`.
 #[derive(Clone, Debug)]
 pub struct ReloadConfig {
@@ -94,6 +118,23 @@ pub struct ReloadConfig {
 }
 
 impl Validator<'_> {
+    pub(super) fn alerts(&mut self, raw: &RawAlerts) -> AlertsConfig {
+        let p = FieldPath::root().key("alerts");
+        AlertsConfig {
+            late_after: Duration::from_secs(self.positive(
+                &p.key("late_after_secs"),
+                raw.late_after_secs,
+                3600,
+            )),
+            storm_threshold: raw.storm_threshold.unwrap_or(20),
+            storm_window: Duration::from_secs(self.positive(
+                &p.key("storm_window_secs"),
+                raw.storm_window_secs,
+                60,
+            )),
+        }
+    }
+
     pub(super) fn reload(&mut self, raw: &RawReload) -> ReloadConfig {
         let p = FieldPath::root().key("reload");
         ReloadConfig {

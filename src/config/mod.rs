@@ -21,7 +21,7 @@ use chrono_tz::Tz;
 use ipnet::IpNet;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use live::{CensusConfig, OperatorConfig, Permission, ReloadConfig};
+pub use live::{AlertsConfig, CensusConfig, OperatorConfig, Permission, ReloadConfig};
 use locate::{FieldPath, Locator};
 use raw::RawConfig;
 
@@ -61,6 +61,8 @@ pub struct Config {
     pub census: CensusConfig,
     /// Live reload of rosters and mappings.
     pub reload: ReloadConfig,
+    /// Alert lifecycle settings.
+    pub alerts: AlertsConfig,
     /// Roster folder.
     pub rosters_dir: PathBuf,
     /// Mapping folder.
@@ -684,6 +686,7 @@ impl Validator<'_> {
         let operators = self.operators(&raw.operators);
         let census = self.census(&raw.census);
         let reload = self.reload(&raw.reload);
+        let alerts = self.alerts(&raw.alerts);
 
         let rosters_dir = self.path(raw.rosters_dir.as_deref().unwrap_or("rosters"));
         let mappings_dir = self.path(raw.mappings_dir.as_deref().unwrap_or("mappings"));
@@ -710,6 +713,7 @@ impl Validator<'_> {
             operators,
             census,
             reload,
+            alerts,
             rosters_dir,
             mappings_dir,
             rosters,

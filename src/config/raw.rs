@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub census: RawCensus,
     #[serde(default)]
     pub reload: RawReload,
+    #[serde(default)]
+    pub alerts: RawAlerts,
     pub rosters_dir: Option<String>,
     /// Folder of mapping files (relative to this file).
     pub mappings_dir: Option<String>,
@@ -203,4 +205,12 @@ pub struct RawCensus {
 pub struct RawReload {
     pub watch_files: Option<bool>,
     pub settle_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub late_after_secs: Option<u64>,
+    pub storm_threshold: Option<u32>,
+    pub storm_window_secs: Option<u64>,
 }

@@ -9,7 +9,11 @@
 //! assignments from the API, each with the newest event id it follows) and
 //! `census_snapshots` (sealed census state up to an event and an op id);
 //! `roster_revisions` (console-managed rosters: every saved version, as
-//! TOML text — staff names and handles, no PHI).
+//! TOML text — staff names and handles, no PHI); `alerts` (state, deadline
+//! and windows in columns, the alert itself sealed, category `alert`) and
+//! `notifications` (one row per recipient and backend, with an idempotency
+//! key, for the delivery outboxes); the routing cursor is `meta`
+//! `alerts.routed_event`.
 
 use rusqlite::Connection;
 
@@ -110,6 +114,41 @@ CREATE TABLE roster_revisions (
     text     TEXT NOT NULL,
     UNIQUE (name, revision)
 );
+CREATE TABLE alerts (
+    id           INTEGER PRIMARY KEY,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    rule         TEXT NOT NULL,
+    priority     TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    deadline     INTEGER,
+    dedup_until  INTEGER,
+    group_until  INTEGER,
+    lease_owner  TEXT,
+    lease_until  INTEGER,
+    payload      BLOB NOT NULL
+);
+CREATE INDEX alerts_deadline ON alerts (deadline) WHERE deadline IS NOT NULL;
+CREATE INDEX alerts_state ON alerts (state);
+CREATE TABLE notifications (
+    id              INTEGER PRIMARY KEY,
+    alert_id        INTEGER NOT NULL REFERENCES alerts (id),
+    seq             INTEGER NOT NULL,
+    member          TEXT NOT NULL,
+    backend         TEXT NOT NULL,
+    handle          TEXT NOT NULL,
+    tier            INTEGER NOT NULL,
+    reason          TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX notifications_due ON notifications (backend, state, next_attempt_at);
+CREATE INDEX notifications_alert ON notifications (alert_id);
 CREATE TABLE census_snapshots (
     id         INTEGER PRIMARY KEY,
     taken_at   INTEGER NOT NULL,

@@ -17,6 +17,7 @@
 //! `checkpoint_every` records or `checkpoint_interval`, written also to the
 //! off-box directory.
 
+mod alerts;
 mod census;
 mod rosters;
 
@@ -1167,6 +1168,42 @@ impl Storage for SqliteStorage {
         let rev = self.guarded(|s, c| s.roster_append(c, name, text, actor, comment, at))?;
         self.maybe_checkpoint(at, false);
         Ok(rev)
+    }
+
+    fn alerts_cursor(&mut self) -> Result<i64, StorageError> {
+        self.guarded(|_, c| SqliteStorage::alert_cursor(c))
+    }
+
+    fn alerts_events_after(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Option<crate::event::ClinicalEvent>)>, StorageError> {
+        self.guarded(|s, c| s.alert_events(c, after, limit))
+    }
+
+    fn alerts_live(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<crate::alert::model::Alert>, i64), StorageError> {
+        self.guarded(|s, c| Ok((s.alert_live(c, now)?, SqliteStorage::alert_max_id(c)?)))
+    }
+
+    fn alert(&mut self, id: i64) -> Result<Option<crate::alert::model::Alert>, StorageError> {
+        self.guarded(|s, c| s.alert_get(c, id))
+    }
+
+    fn alerts_write(&mut self, w: &super::AlertWrite) -> Result<(), StorageError> {
+        self.guarded(|s, c| s.alert_write(c, w))?;
+        self.maybe_checkpoint(w.at, false);
+        Ok(())
+    }
+
+    fn notifications(
+        &mut self,
+        alert: Option<i64>,
+    ) -> Result<Vec<super::NotificationRow>, StorageError> {
+        self.guarded(|_, c| SqliteStorage::notification_list(c, alert))
     }
 
     fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError> {

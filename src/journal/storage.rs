@@ -74,6 +74,48 @@ pub struct RosterRevision {
     pub text: String,
 }
 
+/// One notification to deliver (a recipient on one backend).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NotificationRow {
+    /// Row id (0 before it is written).
+    pub id: i64,
+    /// The alert.
+    pub alert_id: i64,
+    /// Index of the notice in the alert's `notified` list.
+    pub seq: usize,
+    /// Roster member id.
+    pub member: String,
+    /// Backend (`matrix`, `pager`, `webhook`, ...).
+    pub backend: String,
+    /// The member's handle on that backend.
+    pub handle: String,
+    /// Tier.
+    pub tier: usize,
+    /// Why (`new`, `escalation`, `correction`, ...).
+    pub reason: String,
+    /// `pending`, `sent`, `delivered`, `read`, `cancelled`, `failed`.
+    pub state: String,
+    /// Stable over redeliveries: the backend sees the same key again.
+    pub idempotency_key: String,
+}
+
+/// Everything one alert transition writes, in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct AlertWrite {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Alerts created or changed (full records).
+    pub alerts: Vec<crate::alert::model::Alert>,
+    /// Notifications to add (duplicates by idempotency key are ignored).
+    pub notifications: Vec<NotificationRow>,
+    /// Alerts whose pending notifications are cancelled.
+    pub cancel_pending: Vec<i64>,
+    /// The newest event id routed, when events were routed.
+    pub cursor: Option<i64>,
+    /// Audit records of the steps taken.
+    pub audit: Vec<AuditRecord>,
+}
+
 /// The operations the gateway needs from its store. Implementations must make
 /// `commit` durable (flushed to stable storage) before returning `Ok`.
 pub trait Storage: Send + 'static {
@@ -157,6 +199,34 @@ pub trait Storage: Send + 'static {
         comment: &str,
         at: DateTime<Utc>,
     ) -> Result<u64, StorageError>;
+
+    /// The newest event id already routed into alerts.
+    fn alerts_cursor(&mut self) -> Result<i64, StorageError>;
+
+    /// Events after `after` in id order, at most `limit`; `None` for an
+    /// event whose keys retention erased.
+    fn alerts_events_after(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Option<crate::event::ClinicalEvent>)>, StorageError>;
+
+    /// Open alerts and those whose windows still run at `now`; and the
+    /// highest alert id ever used.
+    fn alerts_live(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<crate::alert::model::Alert>, i64), StorageError>;
+
+    /// One alert.
+    fn alert(&mut self, id: i64) -> Result<Option<crate::alert::model::Alert>, StorageError>;
+
+    /// Writes one transition's alerts, notifications, cancellations, cursor
+    /// and audit records in one transaction.
+    fn alerts_write(&mut self, w: &AlertWrite) -> Result<(), StorageError>;
+
+    /// Notifications, of one alert or all, in order.
+    fn notifications(&mut self, alert: Option<i64>) -> Result<Vec<NotificationRow>, StorageError>;
 
     /// Appends one audit record on its own (events that change nothing
     /// else in the store: refused TLS clients, deliveries, logins).
@@ -318,6 +388,41 @@ macro_rules! delegate_admin_storage {
             at: ::chrono::DateTime<::chrono::Utc>,
         ) -> Result<u64, $crate::journal::StorageError> {
             self.$inner.roster_save(name, text, actor, comment, at)
+        }
+        fn alerts_cursor(&mut self) -> Result<i64, $crate::journal::StorageError> {
+            self.$inner.alerts_cursor()
+        }
+        fn alerts_events_after(
+            &mut self,
+            after: i64,
+            limit: usize,
+        ) -> Result<Vec<(i64, Option<$crate::event::ClinicalEvent>)>, $crate::journal::StorageError>
+        {
+            self.$inner.alerts_events_after(after, limit)
+        }
+        fn alerts_live(
+            &mut self,
+            now: ::chrono::DateTime<::chrono::Utc>,
+        ) -> Result<(Vec<$crate::alert::model::Alert>, i64), $crate::journal::StorageError> {
+            self.$inner.alerts_live(now)
+        }
+        fn alert(
+            &mut self,
+            id: i64,
+        ) -> Result<Option<$crate::alert::model::Alert>, $crate::journal::StorageError> {
+            self.$inner.alert(id)
+        }
+        fn alerts_write(
+            &mut self,
+            w: &$crate::journal::AlertWrite,
+        ) -> Result<(), $crate::journal::StorageError> {
+            self.$inner.alerts_write(w)
+        }
+        fn notifications(
+            &mut self,
+            alert: Option<i64>,
+        ) -> Result<Vec<$crate::journal::NotificationRow>, $crate::journal::StorageError> {
+            self.$inner.notifications(alert)
         }
         fn audit(
             &mut self,

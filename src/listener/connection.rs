@@ -46,6 +46,12 @@ pub struct Shared {
     pub census: Arc<crate::live::LiveCensus>,
     /// Rosters and mappings, reloadable.
     pub routing: Arc<crate::live::LiveRouting>,
+    /// The alert desk (used on the committer thread).
+    pub desk: Arc<std::sync::Mutex<crate::alert::desk::Desk>>,
+    /// Wakes the alert router (new events committed).
+    pub alert_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the alert timer (a deadline may have moved earlier).
+    pub timer_wake: Arc<tokio::sync::Notify>,
 }
 
 type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;

@@ -8,6 +8,7 @@
 mod support;
 
 mod acks;
+mod alerts;
 mod batch;
 mod census;
 mod certs;

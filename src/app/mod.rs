@@ -10,10 +10,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alert::desk::Desk;
 use crate::audit::AuditRecord;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::journal::{self, Journal, SqliteStorage, Storage, StorageError};
+use crate::journal::{AfterCommit, Committed};
 use crate::listener::ack::AckIds;
 use crate::listener::connection::Shared;
 use crate::listener::tls::TlsError;
@@ -94,8 +96,22 @@ impl Gateway {
         let mut storage = storage;
         let census = load_census(&mut *storage, &config)?;
         let console = storage.rosters_current()?;
-        let journal =
-            Journal::start_with_hook(storage, &config.storage, Some(census.after_commit()));
+        let desk = Desk::load(&mut *storage, config.alerts.clone(), clock.now_utc())?;
+        tracing::info!(live_alerts = desk.live(), "alerts loaded from the journal");
+        let alert_wake = Arc::new(Notify::new());
+        let mut census_hook = census.after_commit();
+        let wake = alert_wake.clone();
+        let hook: AfterCommit = Box::new(move |batch, answers| {
+            census_hook(batch, answers);
+            let routable = batch
+                .iter()
+                .zip(answers)
+                .any(|(m, a)| matches!(a, Committed::Stored { .. }) && !m.events.is_empty());
+            if routable {
+                wake.notify_one();
+            }
+        });
+        let journal = Journal::start_with_hook(storage, &config.storage, Some(hook));
         // The configuration was validated with these console rosters.
         let routing = Arc::new(LiveRouting::new(&config, clock.now_utc(), &console));
         let shared = Arc::new(Shared {
@@ -107,6 +123,9 @@ impl Gateway {
             outbox_wake: Arc::new(Notify::new()),
             census,
             routing,
+            desk: Arc::new(std::sync::Mutex::new(desk)),
+            alert_wake,
+            timer_wake: Arc::new(Notify::new()),
         });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -135,6 +154,8 @@ impl Gateway {
         ));
         tasks.spawn(recover_journal(shared.clone(), shutdown.clone()));
         tasks.spawn(census_snapshots(shared.clone(), shutdown.clone()));
+        tasks.spawn(alerts::route(shared.clone(), shutdown.clone()));
+        tasks.spawn(alerts::timers(shared.clone(), shutdown.clone()));
         tasks.spawn(watch_routing(shared.clone(), shutdown.clone()));
         tasks.spawn(retention_schedule(shared.clone(), shutdown.clone()));
         if let Some(syslog) = shared.config.audit.syslog.clone() {
@@ -195,6 +216,8 @@ impl Gateway {
         }
     }
 }
+
+pub mod alerts;
 
 /// Rebuilds the census from the journal (snapshot + replay) before the
 /// committer starts, so the first message sees the census as it was.

@@ -1,0 +1,124 @@
+//! The alert tasks: the router (routes what the journal committed, woken by
+//! the committer) and the timer (one task, one sleep until the earliest
+//! deadline on tokio's clock). Both run the desk on the committer thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::desk::{Desk, ROUTE_BATCH, World};
+use crate::alert::engine::Ack;
+use crate::alert::model::Alert;
+use crate::journal::{JournalError, Storage, StorageError};
+use crate::listener::connection::Shared;
+
+/// Runs `f` with the desk and the world as it is now, on the committer thread.
+pub async fn with_desk<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&mut Desk, &mut dyn Storage, &World<'_>) -> T + Send + 'static,
+) -> Result<T, JournalError> {
+    let desk = shared.desk.clone();
+    let routing = shared.routing.clone();
+    let census = shared.census.clone();
+    let clock = shared.clock;
+    shared
+        .journal
+        .with_storage(move |s| {
+            let set = routing.current();
+            let census = census.read();
+            let world = World {
+                rules: &set.rules,
+                rosters: &set.rosters,
+                census: &census,
+                now: clock.now_utc(),
+            };
+            let mut desk = desk.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut desk, s, &world)
+        })
+        .await
+}
+
+/// Routes committed events into alerts until shutdown.
+pub(super) async fn route(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        loop {
+            match with_desk(&shared, |d, s, w| d.route_pending(s, w)).await {
+                Ok(Ok(n)) => {
+                    if n > 0 {
+                        shared.timer_wake.notify_one();
+                    }
+                    if n < ROUTE_BATCH {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "routing into alerts failed; retrying");
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        tokio::select! {
+            _ = shared.alert_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Fires alert deadlines until shutdown: one sleep until the earliest.
+pub(super) async fn timers(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let next = shared
+            .desk
+            .lock()
+            .map(|d| d.next_deadline())
+            .unwrap_or(None);
+        let wait = match next {
+            Some(d) => (d - shared.clock.now_utc())
+                .to_std()
+                .unwrap_or(Duration::ZERO),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {
+                match with_desk(&shared, |d, s, w| d.fire_due(s, w)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "alert deadlines could not be recorded; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+            _ = shared.timer_wake.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Applies an acknowledgement through the desk.
+pub async fn acknowledge(
+    shared: &Arc<Shared>,
+    id: i64,
+    ack: Ack,
+) -> Result<Result<Alert, crate::alert::desk::DeskError>, JournalError> {
+    let out = with_desk(shared, move |d, s, w| d.ack(s, w, id, &ack)).await;
+    shared.timer_wake.notify_one();
+    out
+}
+
+/// Live alerts (open, or closed inside their windows) read from the journal.
+pub async fn live_alerts(
+    shared: &Arc<Shared>,
+) -> Result<Result<Vec<Alert>, StorageError>, JournalError> {
+    let now = shared.clock.now_utc();
+    shared
+        .journal
+        .with_storage(move |s| s.alerts_live(now).map(|(a, _)| a))
+        .await
+}

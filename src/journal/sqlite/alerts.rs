@@ -1,0 +1,210 @@
+//! Alerts and their notifications in SQLite. An alert row keeps its state,
+//! deadline and windows in plain columns (no PHI) and the alert itself
+//! sealed (category `alert`, bound to its row). Everything one transition
+//! decides — alerts, notifications, cancellations, the routing cursor and
+//! the audit records — is written in one transaction.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Fail, SqliteStorage, aad, to_micros};
+use crate::alert::model::Alert;
+use crate::event::ClinicalEvent;
+use crate::journal::storage::{AlertWrite, NotificationRow};
+use crate::seal::{Category, SealError};
+
+const CURSOR: &str = "alerts.routed_event";
+
+fn json_err(e: serde_json::Error) -> Fail {
+    Fail::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+impl SqliteStorage {
+    pub(super) fn alert_cursor(conn: &Connection) -> Result<i64, Fail> {
+        let v: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [CURSOR], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    pub(super) fn alert_events(
+        &mut self,
+        conn: &Connection,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Option<ClinicalEvent>)>, Fail> {
+        let rows: Vec<(i64, Vec<u8>)> = {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, payload FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let keyring = &mut self.protection()?.keyring;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, sealed) in rows {
+            match keyring.open(conn, &sealed, &aad("events", id)) {
+                Ok(p) => out.push((id, Some(serde_json::from_slice(&p).map_err(json_err)?))),
+                // Erased by retention before it was routed: nothing to route.
+                Err(SealError::Erased { .. }) => out.push((id, None)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_alert(&mut self, conn: &Connection, id: i64, sealed: &[u8]) -> Result<Alert, Fail> {
+        let plain = self
+            .protection()?
+            .keyring
+            .open(conn, sealed, &aad("alerts", id))?;
+        serde_json::from_slice(&plain).map_err(json_err)
+    }
+
+    pub(super) fn alert_get(&mut self, conn: &Connection, id: i64) -> Result<Option<Alert>, Fail> {
+        let sealed: Option<Vec<u8>> = conn
+            .query_row("SELECT payload FROM alerts WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match sealed {
+            None => Ok(None),
+            Some(s) => Ok(Some(self.open_alert(conn, id, &s)?)),
+        }
+    }
+
+    /// Open alerts, and closed ones whose de-duplication or grouping window
+    /// still runs at `now`.
+    pub(super) fn alert_live(
+        &mut self,
+        conn: &Connection,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Alert>, Fail> {
+        let rows: Vec<(i64, Vec<u8>)> = {
+            let mut stmt = conn.prepare(
+                "SELECT id, payload FROM alerts
+                 WHERE state NOT IN ('resolved', 'exhausted', 'cancelled')
+                    OR dedup_until > ?1 OR group_until > ?1
+                 ORDER BY id",
+            )?;
+            stmt.query_map([to_micros(now)], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, sealed) in rows {
+            out.push(self.open_alert(conn, id, &sealed)?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn alert_max_id(conn: &Connection) -> Result<i64, Fail> {
+        Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM alerts", [], |r| r.get(0))?)
+    }
+
+    pub(super) fn alert_write(
+        &mut self,
+        conn: &mut Connection,
+        w: &AlertWrite,
+    ) -> Result<(), Fail> {
+        self.chain.reset();
+        let tx = conn.transaction()?;
+        for a in &w.alerts {
+            let payload = serde_json::to_vec(a).map_err(json_err)?;
+            let sealed = self.protection()?.keyring.seal(
+                &tx,
+                Category::Alert,
+                a.created_at,
+                &payload,
+                &aad("alerts", a.id),
+            )?;
+            tx.prepare_cached(
+                "INSERT INTO alerts (id, created_at, updated_at, rule, priority, state, deadline,
+                    dedup_until, group_until, lease_owner, lease_until, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10)
+                 ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at,
+                    state = excluded.state, deadline = excluded.deadline,
+                    dedup_until = excluded.dedup_until, group_until = excluded.group_until,
+                    payload = excluded.payload",
+            )?
+            .execute(params![
+                a.id,
+                to_micros(a.created_at),
+                to_micros(w.at),
+                a.rule,
+                a.priority.as_str(),
+                a.state.as_str(),
+                a.deadline.map(to_micros),
+                a.dedup_until.map(to_micros),
+                a.group_until.map(to_micros),
+                sealed
+            ])?;
+        }
+        for id in &w.cancel_pending {
+            tx.prepare_cached(
+                "UPDATE notifications SET state = 'cancelled', updated_at = ?2
+                 WHERE alert_id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![id, to_micros(w.at)])?;
+        }
+        for n in &w.notifications {
+            tx.prepare_cached(
+                "INSERT INTO notifications (alert_id, seq, member, backend, handle, tier, reason,
+                    state, idempotency_key, attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, 0, ?9, ?9, ?9)
+                 ON CONFLICT(idempotency_key) DO NOTHING",
+            )?
+            .execute(params![
+                n.alert_id,
+                n.seq as i64,
+                n.member,
+                n.backend,
+                n.handle,
+                n.tier as i64,
+                n.reason,
+                n.idempotency_key,
+                to_micros(w.at)
+            ])?;
+        }
+        if let Some(c) = w.cursor {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![CURSOR, c.to_string()],
+            )?;
+        }
+        for rec in &w.audit {
+            self.chain.append(&tx, rec)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn notification_list(
+        conn: &Connection,
+        alert: Option<i64>,
+    ) -> Result<Vec<NotificationRow>, Fail> {
+        let mut stmt = conn.prepare(
+            "SELECT id, alert_id, seq, member, backend, handle, tier, reason, state, idempotency_key
+             FROM notifications WHERE (?1 IS NULL OR alert_id = ?1) ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([alert], |r| {
+                Ok(NotificationRow {
+                    id: r.get(0)?,
+                    alert_id: r.get(1)?,
+                    seq: r.get::<_, i64>(2)? as usize,
+                    member: r.get(3)?,
+                    backend: r.get(4)?,
+                    handle: r.get(5)?,
+                    tier: r.get::<_, i64>(6)? as usize,
+                    reason: r.get(7)?,
+                    state: r.get(8)?,
+                    idempotency_key: r.get(9)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
