@@ -580,6 +580,11 @@ impl Desk {
             loaded.insert(a.id, a);
             return Ok(());
         }
+        // An alarm's end raises nothing of its own: it clears or closes
+        // what its start raised (above), or waits for a start that comes late.
+        if alarm_ended(ev) {
+            return Ok(());
+        }
         let critical = critical_event(ev).is_some() || route.priority == AlertPriority::Stat;
         // Grouping per patient and unit (never criticals: the rules drop it).
         let gkey = route.group_window.map(|_| group_key(ev));
