@@ -161,7 +161,8 @@ fn main() {
     let path = dir.path().join("journal.sqlite3");
     // Wall clock on purpose: lateness is measured against real time.
     let wall = || Utc::now();
-    let mut s = SqliteStorage::open(&path, Protection::ephemeral("bench").unwrap(), wall()).unwrap();
+    let mut s =
+        SqliteStorage::open(&path, Protection::ephemeral("bench").unwrap(), wall()).unwrap();
     let rosters =
         switchboard::roster::load_files(&[(PathBuf::from("ward.toml"), ROSTER.into())]).unwrap();
     let rules =
@@ -220,7 +221,9 @@ fn main() {
     let mut fired = 0;
     let stop = Instant::now() + Duration::from_secs(60);
     while fired < n && Instant::now() < stop {
-        let Some(next) = desk.next_deadline() else { break };
+        let Some(next) = desk.next_deadline() else {
+            break;
+        };
         if next > first + TimeDelta::seconds(60) {
             break; // only tier 1's deadlines are left
         }

@@ -4,6 +4,9 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Installs the tracing subscriber (`RUST_LOG` filters; default `info`).
 pub fn init_tracing() {
@@ -24,8 +27,16 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     /// Connections currently open.
     pub connections_open: AtomicU64,
+    /// MLLP connections closed at once because `max_connections` were open.
+    pub connections_refused: AtomicU64,
+    /// HTTP connections closed at once (503 on plain HTTP) because
+    /// `[http] max_connections` were open.
+    pub http_connections_refused: AtomicU64,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: AtomicU64,
+    /// Refused TLS handshakes not written to the audit trail one by one
+    /// (rate limit per peer); they are counted in a summary record.
+    pub tls_refusal_audits_suppressed: AtomicU64,
     /// Frames received.
     pub frames: AtomicU64,
     /// Bytes discarded outside frames.
@@ -64,7 +75,7 @@ impl Metrics {
 
     /// Renders the counters in the Prometheus text format.
     pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
-        let rows: [(&str, &str, &AtomicU64); 17] = [
+        let rows: [(&str, &str, &AtomicU64); 20] = [
             (
                 "switchboard_mllp_connections_accepted_total",
                 "counter",
@@ -76,9 +87,24 @@ impl Metrics {
                 &self.connections_open,
             ),
             (
+                "switchboard_mllp_connections_refused_total",
+                "counter",
+                &self.connections_refused,
+            ),
+            (
+                "switchboard_http_connections_refused_total",
+                "counter",
+                &self.http_connections_refused,
+            ),
+            (
                 "switchboard_mllp_tls_handshake_failures_total",
                 "counter",
                 &self.tls_handshake_failures,
+            ),
+            (
+                "switchboard_mllp_tls_refusal_audits_suppressed_total",
+                "counter",
+                &self.tls_refusal_audits_suppressed,
             ),
             ("switchboard_mllp_frames_total", "counter", &self.frames),
             (
@@ -159,5 +185,70 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");
         }
         out
+    }
+}
+
+/// Rate limit for a log line about a repeated event (a connection flood, a
+/// handshake flood): at most one line per `interval`, carrying the number
+/// of events since the previous line, so a flood cannot flood the log.
+#[derive(Debug)]
+pub struct LogThrottle {
+    interval: Duration,
+    last: Option<Instant>,
+    pending: u64,
+}
+
+impl LogThrottle {
+    /// At most one line per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        LogThrottle {
+            interval,
+            last: None,
+            pending: 0,
+        }
+    }
+
+    /// Records one event at `now`. `Some(n)` when a line should be written
+    /// now, `n` being the events since the last line (this one included);
+    /// `None` when the event is only counted.
+    pub fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.pending += 1;
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => None,
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.pending))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_throttle_admits_one_line_per_interval_with_the_count() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut t = LogThrottle::new(Duration::from_secs(1));
+        assert_eq!(t.hit(ms(0)), Some(1));
+        let hits: Vec<_> = (1..=999).map(|i| t.hit(ms(i))).collect();
+        assert!(hits.iter().all(Option::is_none), "within the second");
+        assert_eq!(t.hit(ms(1000)), Some(1000), "999 suppressed + this one");
+        assert_eq!(t.hit(ms(1500)), None);
+        assert_eq!(t.hit(ms(5000)), Some(2));
+    }
+
+    #[test]
+    fn refusal_counters_are_rendered() {
+        let m = Metrics::default();
+        Metrics::inc(&m.connections_refused);
+        Metrics::inc(&m.http_connections_refused);
+        Metrics::inc(&m.http_connections_refused);
+        let text = m.render(&[]);
+        assert!(text.contains("\nswitchboard_mllp_connections_refused_total 1\n"));
+        assert!(text.contains("\nswitchboard_http_connections_refused_total 2\n"));
+        assert!(text.contains("switchboard_mllp_tls_refusal_audits_suppressed_total 0"));
     }
 }

@@ -59,9 +59,7 @@ pub use record::{
     OutboxState, Viewer,
 };
 pub use sqlite::{HoldSubject, Protection, SqliteStorage};
-pub use storage::{
-    AlertWrite, CensusLoad, NotificationRow, RosterRevision, Storage, StorageError,
-};
+pub use storage::{AlertWrite, CensusLoad, NotificationRow, RosterRevision, Storage, StorageError};
 pub use writer::AfterCommit;
 
 use std::sync::Arc as StdArc;

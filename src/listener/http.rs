@@ -3,24 +3,34 @@
 //!
 //! Served with hyper directly (not `axum::serve`) so that TLS and mutual TLS
 //! work as for MLLP and each connection's peer (address, certificate
-//! identities) reaches the handlers; a permit is taken before `accept`,
-//! request headers must arrive within `header_timeout`, and shutdown lets
-//! requests in flight finish.
+//! identities) reaches the handlers; request headers must arrive within
+//! `header_timeout` (hyper's header read timer: a slowloris client is closed
+//! then), and shutdown lets requests in flight finish.
+//!
+//! At most `[http] max_connections` connections are served. The loop keeps
+//! accepting: a connection that finds no free permit is answered at once,
+//! without reading its request, with `503` + `Retry-After: 1` +
+//! `Connection: close` and a FHIR OperationOutcome (`transient`) on plain
+//! HTTP — on HTTPS it is just closed, as answering would need the very
+//! handshake the cap protects — counted in
+//! `switchboard_http_connections_refused_total` and logged at most once per
+//! second. Connections already served are not affected.
 
 use std::sync::Arc;
 
 use std::time::Duration;
 
 use axum::{Extension, Router};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::intake::PeerInfo;
 use crate::config::HttpConfig;
-use crate::telemetry::Metrics;
+use crate::telemetry::{LogThrottle, Metrics};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -51,11 +61,11 @@ pub async fn run(
     let app = router(shared.clone());
     let cfg = shared.config.http.clone();
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let mut refusals_log = LogThrottle::new(Duration::from_secs(1));
+    let handshakes_log = Arc::new(std::sync::Mutex::new(LogThrottle::new(
+        Duration::from_secs(1),
+    )));
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.cancelled() => return,
-        };
         let (sock, addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -67,12 +77,30 @@ pub async fn run(
             },
             _ = shutdown.cancelled() => return,
         };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => {
+                Metrics::inc(&shared.metrics.http_connections_refused);
+                if let Some(n) = refusals_log.hit(Instant::now()) {
+                    tracing::warn!(
+                        peer = %addr,
+                        refused = n,
+                        max_connections = cfg.max_connections,
+                        "HTTP connection limit reached: new connections are refused at once"
+                    );
+                }
+                refuse(sock, acceptor.is_none());
+                continue;
+            }
+            Err(TryAcquireError::Closed) => return,
+        };
         let _ = sock.set_nodelay(true);
         let app = app.clone();
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         let cfg = cfg.clone();
         let shared = shared.clone();
+        let handshakes_log = handshakes_log.clone();
         tasks.spawn(async move {
             let _permit = permit;
             match acceptor {
@@ -102,17 +130,69 @@ pub async fn run(
                                 .await;
                         }
                         Ok(Err(e)) => {
-                            Metrics::inc(&shared.metrics.tls_handshake_failures);
-                            tracing::info!(peer = %addr, error = %e, "HTTPS handshake refused");
+                            handshake_refused(&shared, &handshakes_log, addr, &e.to_string());
                         }
-                        Err(_) => {
-                            Metrics::inc(&shared.metrics.tls_handshake_failures);
-                            tracing::info!(peer = %addr, "HTTPS handshake timed out");
-                        }
+                        Err(_) => handshake_refused(&shared, &handshakes_log, addr, "timed out"),
                     }
                 }
             }
         });
+    }
+}
+
+/// The body of the answer to a connection over the cap.
+const OVER_CAPACITY_BODY: &str = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient","diagnostics":"too many connections; retry later"}]}"#;
+
+/// The answer to a connection over the cap on plain HTTP: sent before
+/// (and without) reading the request.
+static OVER_CAPACITY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/fhir+json\r\n\
+         Retry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{OVER_CAPACITY_BODY}",
+        OVER_CAPACITY_BODY.len()
+    )
+    .into_bytes()
+});
+
+/// Closes a connection over the cap without a task: on plain HTTP it first
+/// writes [`OVER_CAPACITY`] (a fresh socket's send buffer always has room)
+/// and ends the write side, then discards what the client already sent so
+/// that the close is a FIN rather than a reset that could destroy the
+/// answer in flight. Never waits: the socket is taken out of the reactor
+/// and used with plain non-blocking calls.
+fn refuse(sock: TcpStream, plain: bool) {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut sock) = sock.into_std() else {
+        return;
+    };
+    if plain {
+        let _ = sock.write(&OVER_CAPACITY);
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        for _ in 0..4 {
+            match sock.read(&mut sink) {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Counts a refused HTTPS handshake; logs at most one line a second.
+fn handshake_refused(
+    shared: &Shared,
+    log: &std::sync::Mutex<LogThrottle>,
+    addr: std::net::SocketAddr,
+    error: &str,
+) {
+    Metrics::inc(&shared.metrics.tls_handshake_failures);
+    if let Some(n) = log.lock().ok().and_then(|mut t| t.hit(Instant::now())) {
+        tracing::info!(
+            peer = %addr,
+            error = %error,
+            refused = n,
+            "HTTPS handshake refused (at most one line a second; `refused` counts them)"
+        );
     }
 }
 
@@ -197,4 +277,25 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(&extra),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_capacity_answer_is_a_complete_503_operation_outcome() {
+        let text = std::str::from_utf8(&OVER_CAPACITY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains("\r\nRetry-After: 1"), "{head}");
+        assert!(head.contains("\r\nConnection: close"), "{head}");
+        assert!(
+            head.contains(&format!("\r\nContent-Length: {}", body.len())),
+            "{head}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["resourceType"], "OperationOutcome");
+        assert_eq!(json["issue"][0]["code"], "transient");
+    }
 }

@@ -2,10 +2,14 @@
 //!
 //! Guarantees of [`decode_frame`]:
 //! - a leading UTF-8 byte order mark is removed;
-//! - the character set is the one MSH-18 of the first MSH names (read from the
-//!   raw bytes: MSH is ASCII in every supported character set), else the
-//!   sender's configured default; an unknown name is refused, never guessed;
-//! - bytes that are invalid in that character set are refused, never replaced;
+//! - each message is decoded in the character set its own MSH-18 names (read
+//!   from the raw bytes: MSH is ASCII in every supported character set), else
+//!   in the sender's configured default: in a batch (FHS/BHS … MSH … MSH …)
+//!   the bytes from one MSH up to the next MSH are one message's, and
+//!   envelope segments before the first MSH go with the first message. An
+//!   unknown name is refused, never guessed;
+//! - bytes that are invalid in that character set are refused, never replaced
+//!   (in a batch this refuses the whole frame, as any decoding error does);
 //! - the text uses CR as the only segment terminator: CRLF, LF and CR all
 //!   become CR; empty (and blank) segments are dropped, and there is no
 //!   trailing terminator, so `text.split('\r')` yields exactly the segments.
@@ -75,10 +79,12 @@ impl Charset {
 pub struct DecodedFrame {
     /// The text: segments separated by a single CR, no trailing CR.
     pub text: String,
-    /// The character set used.
+    /// The character set of the first message (each message of a batch
+    /// was decoded in its own).
     pub charset: Charset,
-    /// The raw MSH-18 value as sent (first repetition, untrimmed), echoed in
-    /// the ACK; empty when MSH-18 was empty and the default was used.
+    /// The first message's raw MSH-18 value as sent (first repetition,
+    /// untrimmed), echoed in the ACK; empty when MSH-18 was empty and the
+    /// default was used.
     pub charset_name: String,
 }
 
@@ -102,39 +108,81 @@ pub fn decode_frame(bytes: &[u8], default: Charset) -> Result<DecodedFrame, Pars
             "empty frame",
         ));
     }
-    let raw18 = raw_msh18(bytes);
-    let (charset, charset_name) = match raw18 {
-        Some(raw) if !raw.iter().all(|b| *b == b' ') => {
-            let name = std::str::from_utf8(raw).ok().and_then(Charset::from_msh18);
-            match name {
-                Some(cs) => (cs, String::from_utf8_lossy(raw).into_owned()),
-                None => {
-                    return Err(ParseError::new(
-                        ErrorCode::UnsupportedVersionId,
-                        msh18_loc(),
-                        "MSH-18 names an unsupported character set",
-                    ));
-                }
-            }
-        }
-        _ => (default, String::new()),
-    };
-    let text = charset.decode(bytes).ok_or_else(|| {
-        ParseError::new(
-            ErrorCode::DataType,
-            msh18_loc(),
-            match charset {
-                Charset::Ascii => "non-ASCII bytes in a message declared ASCII",
-                Charset::Utf8 => "bytes are not valid UTF-8",
-                Charset::Iso8859(_) => "bytes are not valid in the declared ISO-8859 character set",
-            },
-        )
-    })?;
+    let mut text = String::with_capacity(bytes.len());
+    let mut first: Option<(Charset, String)> = None;
+    for run in message_runs(bytes) {
+        let (charset, name) = run_charset(run, default)?;
+        let decoded = charset.decode(run).ok_or_else(|| {
+            ParseError::new(
+                ErrorCode::DataType,
+                msh18_loc(),
+                match charset {
+                    Charset::Ascii => "non-ASCII bytes in a message declared ASCII",
+                    Charset::Utf8 => "bytes are not valid UTF-8",
+                    Charset::Iso8859(_) => {
+                        "bytes are not valid in the declared ISO-8859 character set"
+                    }
+                },
+            )
+        })?;
+        text.push_str(&decoded);
+        first.get_or_insert((charset, name));
+    }
+    let (charset, charset_name) = first.unwrap_or((default, String::new()));
     Ok(DecodedFrame {
         text: normalise_segments(&text),
         charset,
         charset_name,
     })
+}
+
+/// The character set of one message's bytes: its MSH-18 (first
+/// repetition), else `default` when MSH-18 is absent or blank.
+fn run_charset(run: &[u8], default: Charset) -> Result<(Charset, String), ParseError> {
+    match raw_msh18(run) {
+        Some(raw) if !raw.iter().all(|b| *b == b' ') => {
+            match std::str::from_utf8(raw).ok().and_then(Charset::from_msh18) {
+                Some(cs) => Ok((cs, String::from_utf8_lossy(raw).into_owned())),
+                None => Err(ParseError::new(
+                    ErrorCode::UnsupportedVersionId,
+                    msh18_loc(),
+                    "MSH-18 names an unsupported character set",
+                )),
+            }
+        }
+        _ => Ok((default, String::new())),
+    }
+}
+
+/// Splits raw frame bytes into per-message runs: a new run starts at every
+/// line that begins with `MSH` except the first such line, so the first run
+/// also holds any envelope before it (FHS/BHS) and each run ends with the
+/// line terminator before the next MSH. Concatenated, the runs are the
+/// input. CR and LF never occur inside a multi-byte character of any
+/// supported character set, so line starts are found on the raw bytes.
+fn message_runs(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut runs = Vec::new();
+    let mut run_start = 0usize;
+    let mut seen_msh = false;
+    let mut line_start = 0usize;
+    loop {
+        if bytes[line_start..].starts_with(b"MSH") {
+            if seen_msh {
+                runs.push(&bytes[run_start..line_start]);
+                run_start = line_start;
+            }
+            seen_msh = true;
+        }
+        match bytes[line_start..]
+            .iter()
+            .position(|b| *b == b'\r' || *b == b'\n')
+        {
+            Some(p) => line_start += p + 1,
+            None => break,
+        }
+    }
+    runs.push(&bytes[run_start..]);
+    runs
 }
 
 /// CRLF, LF and CR become one CR; empty and blank segments are dropped; no
@@ -256,6 +304,79 @@ mod tests {
             assert_eq!(e.code, ErrorCode::SegmentSequence);
             assert_eq!(e.location.to_err2('^'), "");
         }
+    }
+
+    /// A batch whose messages declare different character sets: each is
+    /// decoded in its own (the first MSH-18 used to decode the whole frame,
+    /// so a Latin-1 second message was refused as invalid UTF-8, and UTF-8
+    /// after a Latin-1 first message became mojibake).
+    #[test]
+    fn batch_messages_are_decoded_in_their_own_msh18_charset() {
+        let mut bytes = b"BHS|^~\\&|LAB|HOSP\r".to_vec();
+        bytes.extend_from_slice(msh("UNICODE UTF-8").as_bytes());
+        bytes.extend_from_slice("^^^^^Ren\u{e9}U\r".as_bytes());
+        bytes.extend_from_slice(msh("8859/1").as_bytes());
+        bytes.extend_from_slice(b"^^^^^Ren\xE9L\r");
+        bytes.extend_from_slice(msh("").as_bytes());
+        bytes.extend_from_slice("^^^^^Ren\u{e9}D\rBTS|3".as_bytes());
+        let f = decode_frame(&bytes, Charset::Utf8).unwrap();
+        let names: Vec<&str> = f
+            .text
+            .split('\r')
+            .filter(|s| s.starts_with("PID"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "PID|||1^^^^^Ren\u{e9}U",
+                "PID|||1^^^^^Ren\u{e9}L",
+                "PID|||1^^^^^Ren\u{e9}D"
+            ]
+        );
+        assert_eq!(f.charset, Charset::Utf8, "the first message's charset");
+        assert!(f.text.starts_with("BHS|") && f.text.ends_with("BTS|3"));
+
+        // Latin-1 first, UTF-8 second: the UTF-8 bytes stay one character.
+        let mut bytes = msh("8859/1").into_bytes();
+        bytes.extend_from_slice(b"^^^^^\xE9\r");
+        bytes.extend_from_slice(msh("UNICODE UTF-8").as_bytes());
+        bytes.extend_from_slice("^^^^^\u{e9}".as_bytes());
+        let f = decode_frame(&bytes, Charset::Utf8).unwrap();
+        assert_eq!(f.charset, Charset::Iso8859(1));
+        assert_eq!(f.text.matches('\u{e9}').count(), 2, "{:?}", f.text);
+        assert!(!f.text.contains('\u{c3}'), "no mojibake: {:?}", f.text);
+
+        // A later message's bytes are checked against its own MSH-18 too.
+        let mut bytes = msh("8859/1").into_bytes();
+        bytes.extend_from_slice(b"\r");
+        bytes.extend_from_slice(msh("UNICODE UTF-8").as_bytes());
+        bytes.push(0xE9);
+        let e = decode_frame(&bytes, Charset::Utf8).unwrap_err();
+        assert_eq!(e.code, ErrorCode::DataType);
+        let mut bytes = msh("").into_bytes();
+        bytes.extend_from_slice(b"\r");
+        bytes.extend_from_slice(msh("KLINGON").as_bytes());
+        let e = decode_frame(&bytes, Charset::Utf8).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupportedVersionId);
+    }
+
+    #[test]
+    fn message_runs_cover_the_input_and_start_at_each_later_msh() {
+        let bytes = b"FHS|x\r\nBHS|y\nMSH|a\rPID|1\rMSH|b\r\nMSHX\rBTS|2";
+        let runs = message_runs(bytes);
+        assert_eq!(runs.concat(), bytes.to_vec());
+        assert_eq!(
+            runs,
+            [
+                &b"FHS|x\r\nBHS|y\nMSH|a\rPID|1\r"[..],
+                &b"MSH|b\r\n"[..],
+                &b"MSHX\rBTS|2"[..]
+            ]
+        );
+        assert_eq!(message_runs(b"PID|1"), [&b"PID|1"[..]]);
+        assert_eq!(message_runs(b""), [&b""[..]]);
+        // "MSH" inside a line does not start a message
+        assert_eq!(message_runs(b"MSH|a|MSH\rZ|MSH").len(), 1);
     }
 
     #[test]

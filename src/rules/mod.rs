@@ -224,7 +224,9 @@ pub const DEFAULT_POLICY: &str = "default";
 pub const TEST_POLICY: &str = "test-only";
 
 /// Alert priority of a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum AlertPriority {
     /// Routine.
     Routine,

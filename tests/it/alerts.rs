@@ -66,12 +66,10 @@ pub fn setup(dir: &Path) -> std::path::PathBuf {
     std::fs::write(dir.join("mappings/alerts.toml"), MAPPING).unwrap();
     let path = write_config(dir, "[reload]\nwatch_files = false\n");
     // Operators of the census tests plus the alert permissions.
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace(
-            "\"rosters:write\"]",
-            "\"rosters:write\", \"alerts:read\", \"alerts:ack\", \"alerts:on-behalf\"]",
-        );
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "\"rosters:write\"]",
+        "\"rosters:write\", \"alerts:read\", \"alerts:ack\", \"alerts:on-behalf\"]",
+    );
     std::fs::write(&path, text).unwrap();
     path
 }

@@ -20,6 +20,7 @@ mod enhanced;
 mod fhir;
 mod fhir_crash;
 mod fhir_more;
+mod floods;
 mod fuzz_replay;
 mod interop;
 mod limits;
