@@ -93,7 +93,7 @@ pub struct MllpConfig {
     pub listen: SocketAddr,
     /// Largest frame accepted; a larger one is answered AE 104 and the connection closed.
     pub max_frame_bytes: usize,
-    /// Concurrent connections; a permit is taken before `accept`.
+    /// Concurrent connections; one beyond it is closed at once and counted.
     pub max_connections: usize,
     /// A connection with no frame in progress is closed after this long without bytes.
     pub idle_timeout: Duration,
@@ -199,7 +199,7 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Base path of the FHIR endpoints (default `/fhir`).
     pub fhir_base: String,
-    /// Concurrent HTTP connections; a permit is taken before `accept`.
+    /// Concurrent HTTP connections; one beyond it gets `503` at once and is closed.
     pub max_connections: usize,
 }
 

@@ -6,7 +6,7 @@
 //!   journal's receipt for its message ([`connection`]);
 //! - exactly one acknowledgement (or one acknowledgement batch) per frame,
 //!   in arrival order;
-//! - bounded: frame size, connections (permit before accept), in-flight
+//! - bounded: frame size, connections (over the cap: closed at once), in-flight
 //!   frames per connection, idle and partial-frame timeouts.
 
 pub mod ack;
