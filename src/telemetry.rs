@@ -65,6 +65,12 @@ pub struct Metrics {
     pub fhir_subscription_gaps: AtomicU64,
     /// Gaps recovered with `$events`.
     pub fhir_gaps_recovered: AtomicU64,
+    /// Notifications delivered by a backend.
+    pub deliveries_sent: AtomicU64,
+    /// Delivery attempts that will be retried.
+    pub deliveries_retried: AtomicU64,
+    /// Notifications dead-lettered.
+    pub deliveries_dead: AtomicU64,
 }
 
 impl Metrics {
@@ -75,7 +81,22 @@ impl Metrics {
 
     /// Renders the counters in the Prometheus text format.
     pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
-        let rows: [(&str, &str, &AtomicU64); 20] = [
+        let rows: [(&str, &str, &AtomicU64); 23] = [
+            (
+                "switchboard_deliveries_sent_total",
+                "counter",
+                &self.deliveries_sent,
+            ),
+            (
+                "switchboard_deliveries_retried_total",
+                "counter",
+                &self.deliveries_retried,
+            ),
+            (
+                "switchboard_deliveries_dead_total",
+                "counter",
+                &self.deliveries_dead,
+            ),
             (
                 "switchboard_mllp_connections_accepted_total",
                 "counter",

@@ -111,6 +111,23 @@ impl Reason {
             Reason::Late => "late",
         }
     }
+
+    /// Parses [`Reason::as_str`].
+    pub fn parse(s: &str) -> Option<Reason> {
+        [
+            Reason::New,
+            Reason::Escalation,
+            Reason::Declined,
+            Reason::Repeat,
+            Reason::Renotify,
+            Reason::Correction,
+            Reason::Retraction,
+            Reason::Worsened,
+            Reason::Late,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
 }
 
 /// One notification decided (delivery is the backends' work).

@@ -47,6 +47,7 @@ pub(super) async fn route(shared: Arc<Shared>, shutdown: CancellationToken) {
                 Ok(Ok(n)) => {
                     if n > 0 {
                         shared.timer_wake.notify_one();
+                        shared.delivery_wake.notify_waiters();
                     }
                     if n < ROUTE_BATCH {
                         break;
@@ -84,7 +85,11 @@ pub(super) async fn timers(shared: Arc<Shared>, shutdown: CancellationToken) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {
                 match with_desk(&shared, |d, s, w| d.fire_due(s, w)).await {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(n)) => {
+                        if n > 0 {
+                            shared.delivery_wake.notify_waiters();
+                        }
+                    }
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "alert deadlines could not be recorded; retrying");
                         tokio::select! {
@@ -109,6 +114,7 @@ pub async fn acknowledge(
 ) -> Result<Result<Alert, crate::alert::desk::DeskError>, JournalError> {
     let out = with_desk(shared, move |d, s, w| d.ack(s, w, id, &ack)).await;
     shared.timer_wake.notify_one();
+    shared.delivery_wake.notify_waiters();
     out
 }
 

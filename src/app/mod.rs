@@ -40,6 +40,9 @@ pub enum StartError {
     /// The journal could not be opened.
     #[error("journal: {0}")]
     Storage(#[from] StorageError),
+    /// A delivery backend could not be prepared.
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// A running gateway.
@@ -126,6 +129,7 @@ impl Gateway {
             desk: Arc::new(std::sync::Mutex::new(desk)),
             alert_wake,
             timer_wake: Arc::new(Notify::new()),
+            delivery_wake: Arc::new(Notify::new()),
         });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -156,6 +160,14 @@ impl Gateway {
         tasks.spawn(census_snapshots(shared.clone(), shutdown.clone()));
         tasks.spawn(alerts::route(shared.clone(), shutdown.clone()));
         tasks.spawn(alerts::timers(shared.clone(), shutdown.clone()));
+        for cfg in &shared.config.backends {
+            let backend = crate::delivery::Backend::prepare(cfg).map_err(StartError::Backend)?;
+            tasks.spawn(crate::delivery::run(
+                shared.clone(),
+                Arc::new(backend),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(watch_routing(shared.clone(), shutdown.clone()));
         tasks.spawn(retention_schedule(shared.clone(), shutdown.clone()));
         if let Some(syslog) = shared.config.audit.syslog.clone() {

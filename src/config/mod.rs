@@ -6,6 +6,7 @@
 //! valid: the rest of the gateway never re-checks it. Relative paths are
 //! resolved against the folder of the configuration file.
 
+mod backends;
 mod error;
 mod live;
 pub(crate) mod locate;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use ipnet::IpNet;
 
+pub use backends::{BackendConfig, BackendKind};
 pub use error::{ConfigError, ConfigErrors};
 pub use live::{AlertsConfig, CensusConfig, OperatorConfig, Permission, ReloadConfig};
 use locate::{FieldPath, Locator};
@@ -63,6 +65,8 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// Alert lifecycle settings.
     pub alerts: AlertsConfig,
+    /// Where notifications are delivered.
+    pub backends: Vec<BackendConfig>,
     /// Roster folder.
     pub rosters_dir: PathBuf,
     /// Mapping folder.
@@ -687,6 +691,7 @@ impl Validator<'_> {
         let census = self.census(&raw.census);
         let reload = self.reload(&raw.reload);
         let alerts = self.alerts(&raw.alerts);
+        let backends = self.backends(&raw.backends);
 
         let rosters_dir = self.path(raw.rosters_dir.as_deref().unwrap_or("rosters"));
         let mappings_dir = self.path(raw.mappings_dir.as_deref().unwrap_or("mappings"));
@@ -714,6 +719,7 @@ impl Validator<'_> {
             census,
             reload,
             alerts,
+            backends,
             rosters_dir,
             mappings_dir,
             rosters,

@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub reload: RawReload,
     #[serde(default)]
     pub alerts: RawAlerts,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
     pub rosters_dir: Option<String>,
     /// Folder of mapping files (relative to this file).
     pub mappings_dir: Option<String>,
@@ -213,4 +215,24 @@ pub struct RawAlerts {
     pub late_after_secs: Option<u64>,
     pub storm_threshold: Option<u32>,
     pub storm_window_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub contact: Option<String>,
+    pub url: Option<String>,
+    pub profile: Option<String>,
+    pub template: Option<String>,
+    pub end_to_end: Option<bool>,
+    pub secret_env: Option<String>,
+    pub ca: Option<String>,
+    pub timeout_secs: Option<u64>,
+    pub retry_initial_ms: Option<u64>,
+    pub retry_max_secs: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub circuit_failures: Option<u32>,
+    pub circuit_open_secs: Option<u64>,
 }

@@ -103,3 +103,77 @@ fn syntax_error_names_line() {
     let err = check("[mllp\nlisten = 1\n").unwrap_err();
     assert_eq!(err.0[0].line, Some(1));
 }
+
+fn backend_error(backend: &str, field: &str) -> ConfigError {
+    let text = format!("{GOOD}\n[[backends]]\n{backend}\n");
+    let err = check(&text).unwrap_err();
+    err.0
+        .into_iter()
+        .find(|e| e.field == field)
+        .unwrap_or_else(|| panic!("no error at {field}"))
+}
+
+#[test]
+fn clinician_secure_on_a_channel_that_is_not_end_to_end_is_refused() {
+    let e = backend_error(
+        "name = \"pager\"\nkind = \"webhook\"\nprofile = \"clinician-secure\"",
+        "backends[0].profile",
+    );
+    assert!(e.problem.contains("end-to-end"), "{e}");
+    assert_eq!(e.line, Some(16));
+    let ok = format!(
+        "{GOOD}\n[[backends]]\nname = \"secure\"\nkind = \"webhook\"\nprofile = \"clinician-secure\"\nend_to_end = true\n"
+    );
+    assert_eq!(check(&ok).unwrap().backends[0].profile, "clinician-secure");
+}
+
+#[test]
+fn backend_errors_name_the_field() {
+    let e = backend_error(
+        "name = \"x\"\nkind = \"carrier-pigeon\"",
+        "backends[0].kind",
+    );
+    assert!(e.problem.contains("webhook"), "{e}");
+    let e = backend_error(
+        "name = \"x\"\nkind = \"webhook\"\nprofile = \"everything\"",
+        "backends[0].profile",
+    );
+    assert!(e.problem.contains("limited"), "{e}");
+    let e = backend_error(
+        "name = \"x\"\nkind = \"webhook\"\nurl = \"ftp://x\"",
+        "backends[0].url",
+    );
+    assert!(e.problem.contains("http"), "{e}");
+    let e = backend_error(
+        "name = \"x\"\nkind = \"webhook\"\nurl = \"https://x.example\"",
+        "backends[0].ca",
+    );
+    assert!(e.problem.contains("PEM bundle"), "{e}");
+    let e = backend_error("kind = \"webhook\"", "backends[0].name");
+    assert!(e.problem.contains("required"), "{e}");
+}
+
+#[test]
+fn a_backend_defaults_to_the_limited_profile_and_its_name_as_contact() {
+    let text = format!("{GOOD}\n[[backends]]\nname = \"webhook\"\nkind = \"webhook\"\n");
+    let b = &check(&text).unwrap().backends[0];
+    assert_eq!(
+        (b.profile.as_str(), b.contact.as_str()),
+        ("limited", "webhook")
+    );
+    assert_eq!(b.max_attempts, 20);
+    assert_eq!(b.circuit_failures, 5);
+}
+
+#[test]
+fn a_template_reaching_beyond_its_profile_is_refused() {
+    let e = backend_error(
+        "name = \"pager\"\nkind = \"webhook\"\nprofile = \"limited\"\ntemplate = \"{{ priority }} {{ mrn }} in {{ unit }}\"",
+        "backends[0].template",
+    );
+    assert!(e.problem.contains("mrn"), "{e}");
+    let ok = format!(
+        "{GOOD}\n[[backends]]\nname = \"pager\"\nkind = \"webhook\"\ntemplate = \"{{{{ priority }}}}: {{{{ test }}}} in {{{{ unit }}}}\"\n"
+    );
+    assert!(check(&ok).is_ok());
+}

@@ -59,7 +59,9 @@ pub use record::{
     OutboxState, Viewer,
 };
 pub use sqlite::{HoldSubject, Protection, SqliteStorage};
-pub use storage::{AlertWrite, CensusLoad, NotificationRow, RosterRevision, Storage, StorageError};
+pub use storage::{
+    AlertWrite, AttemptUpdate, CensusLoad, NotificationRow, RosterRevision, Storage, StorageError,
+};
 pub use writer::AfterCommit;
 
 use std::sync::Arc as StdArc;

@@ -1206,6 +1206,25 @@ impl Storage for SqliteStorage {
         self.guarded(|_, c| SqliteStorage::notification_list(c, alert))
     }
 
+    fn notifications_due(
+        &mut self,
+        backend: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(super::NotificationRow, u32)>, StorageError> {
+        self.guarded(|_, c| SqliteStorage::notification_due(c, backend, now, limit))
+    }
+
+    fn notifications_next(&mut self, backend: &str) -> Result<Option<DateTime<Utc>>, StorageError> {
+        self.guarded(|_, c| SqliteStorage::notification_next(c, backend))
+    }
+
+    fn notification_attempt(&mut self, u: &super::AttemptUpdate) -> Result<bool, StorageError> {
+        let changed = self.guarded(|s, c| s.notification_attempt(c, u))?;
+        self.maybe_checkpoint(u.at, false);
+        Ok(changed)
+    }
+
     fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError> {
         let rec = record.clone();
         let outcome = rec.outcome.clone();

@@ -99,6 +99,23 @@ pub struct NotificationRow {
     pub idempotency_key: String,
 }
 
+/// The outcome of one delivery attempt of a notification.
+#[derive(Clone, Debug)]
+pub struct AttemptUpdate {
+    /// Notification id.
+    pub id: i64,
+    /// `delivered`, `retrying` or `dead`.
+    pub state: &'static str,
+    /// When to try again (for `retrying`).
+    pub next_attempt_at: DateTime<Utc>,
+    /// Why it failed (status or error kind; never content).
+    pub error: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Audit records (what left, to whom) written with it.
+    pub audit: Vec<AuditRecord>,
+}
+
 /// Everything one alert transition writes, in one transaction.
 #[derive(Clone, Debug, Default)]
 pub struct AlertWrite {
@@ -227,6 +244,22 @@ pub trait Storage: Send + 'static {
 
     /// Notifications, of one alert or all, in order.
     fn notifications(&mut self, alert: Option<i64>) -> Result<Vec<NotificationRow>, StorageError>;
+
+    /// Pending (or retrying) notifications of one backend due at `now`,
+    /// with their attempt counts, oldest first.
+    fn notifications_due(
+        &mut self,
+        backend: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(NotificationRow, u32)>, StorageError>;
+
+    /// The earliest next attempt of a backend's pending notifications.
+    fn notifications_next(&mut self, backend: &str) -> Result<Option<DateTime<Utc>>, StorageError>;
+
+    /// Records a delivery attempt (unless the row was cancelled meanwhile:
+    /// then returns false and writes nothing).
+    fn notification_attempt(&mut self, u: &AttemptUpdate) -> Result<bool, StorageError>;
 
     /// Appends one audit record on its own (events that change nothing
     /// else in the store: refused TLS clients, deliveries, logins).
@@ -423,6 +456,26 @@ macro_rules! delegate_admin_storage {
             alert: Option<i64>,
         ) -> Result<Vec<$crate::journal::NotificationRow>, $crate::journal::StorageError> {
             self.$inner.notifications(alert)
+        }
+        fn notifications_due(
+            &mut self,
+            backend: &str,
+            now: ::chrono::DateTime<::chrono::Utc>,
+            limit: usize,
+        ) -> Result<Vec<($crate::journal::NotificationRow, u32)>, $crate::journal::StorageError> {
+            self.$inner.notifications_due(backend, now, limit)
+        }
+        fn notifications_next(
+            &mut self,
+            backend: &str,
+        ) -> Result<Option<::chrono::DateTime<::chrono::Utc>>, $crate::journal::StorageError> {
+            self.$inner.notifications_next(backend)
+        }
+        fn notification_attempt(
+            &mut self,
+            u: &$crate::journal::AttemptUpdate,
+        ) -> Result<bool, $crate::journal::StorageError> {
+            self.$inner.notification_attempt(u)
         }
         fn audit(
             &mut self,

@@ -52,6 +52,8 @@ pub struct Shared {
     pub alert_wake: Arc<tokio::sync::Notify>,
     /// Wakes the alert timer (a deadline may have moved earlier).
     pub timer_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the delivery workers (new notifications).
+    pub delivery_wake: Arc<tokio::sync::Notify>,
 }
 
 type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;

@@ -250,6 +250,11 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     use std::sync::atomic::Ordering::Relaxed;
     let h = shared.journal.health();
+    let alerts = shared
+        .desk
+        .lock()
+        .map(|d| (d.live() as u64, d.operator_alarms))
+        .unwrap_or_default();
     let extra = [
         (
             "switchboard_journal_commits_total",
@@ -271,6 +276,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "gauge",
             u64::from(h.is_healthy()),
         ),
+        ("switchboard_alerts_live", "gauge", alerts.0),
+        ("switchboard_alerts_exhausted_total", "counter", alerts.1),
     ];
     (
         StatusCode::OK,

@@ -15,6 +15,7 @@ mod certs;
 mod cli;
 mod corpus;
 mod crash;
+mod delivery;
 mod duplicates;
 mod enhanced;
 mod fhir;

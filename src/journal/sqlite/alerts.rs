@@ -208,3 +208,81 @@ impl SqliteStorage {
         Ok(rows)
     }
 }
+
+impl SqliteStorage {
+    pub(super) fn notification_due(
+        conn: &Connection,
+        backend: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(NotificationRow, u32)>, Fail> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, alert_id, seq, member, backend, handle, tier, reason, state, idempotency_key, attempts
+             FROM notifications
+             WHERE backend = ?1 AND state IN ('pending', 'retrying') AND next_attempt_at <= ?2
+             ORDER BY next_attempt_at, id LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![backend, to_micros(now), limit as i64], |r| {
+                Ok((
+                    NotificationRow {
+                        id: r.get(0)?,
+                        alert_id: r.get(1)?,
+                        seq: r.get::<_, i64>(2)? as usize,
+                        member: r.get(3)?,
+                        backend: r.get(4)?,
+                        handle: r.get(5)?,
+                        tier: r.get::<_, i64>(6)? as usize,
+                        reason: r.get(7)?,
+                        state: r.get(8)?,
+                        idempotency_key: r.get(9)?,
+                    },
+                    r.get::<_, i64>(10)? as u32,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub(super) fn notification_next(
+        conn: &Connection,
+        backend: &str,
+    ) -> Result<Option<DateTime<Utc>>, Fail> {
+        let v: Option<i64> = conn.query_row(
+            "SELECT MIN(next_attempt_at) FROM notifications WHERE backend = ?1 AND state IN ('pending', 'retrying')",
+            [backend],
+            |r| r.get(0),
+        )?;
+        Ok(v.map(super::from_micros))
+    }
+
+    /// Records a delivery attempt; `audit` is appended in the same
+    /// transaction. A row that was cancelled meanwhile stays cancelled.
+    pub(super) fn notification_attempt(
+        &mut self,
+        conn: &mut Connection,
+        u: &crate::journal::storage::AttemptUpdate,
+    ) -> Result<bool, Fail> {
+        self.chain.reset();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE notifications SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3,
+                last_error = ?4, updated_at = ?5
+             WHERE id = ?1 AND state IN ('pending', 'retrying')",
+            params![
+                u.id,
+                u.state,
+                to_micros(u.next_attempt_at),
+                u.error,
+                to_micros(u.at)
+            ],
+        )?;
+        if changed > 0 {
+            for rec in &u.audit {
+                self.chain.append(&tx, rec)?;
+            }
+        }
+        tx.commit()?;
+        Ok(changed > 0)
+    }
+}

@@ -1,0 +1,288 @@
+//! Delivery: one worker per configured backend drains that backend's
+//! notifications from the journal (the durable, per-backend outbox the alert
+//! desk fills), turns each into the backend's redacted view, and sends it.
+//!
+//! Guarantees:
+//! - **Only redacted content leaves.** A worker builds its payload from a
+//!   [`crate::redact::Redacted`] view under the backend's PHI profile and
+//!   nothing else; the fields that left are written to the audit trail with
+//!   each delivery.
+//! - **Nothing is dropped silently.** Retryable failures (transport errors,
+//!   timeouts, 408/425/429/5xx) retry with jittered exponential backoff,
+//!   honouring `Retry-After`; a permanent failure (another 4xx) or the last
+//!   attempt dead-letters the notification with an ERROR log and an audit
+//!   record for an operator. A dead-lettered or retrying notification never
+//!   blocks the others (they are taken by due time).
+//! - **Redeliveries are recognisable.** The idempotency key is fixed when the
+//!   notification is created; every attempt sends the same key.
+//! - **A dead backend does not stall the rest.** Each backend has its own
+//!   worker and a circuit breaker: after `circuit_failures` consecutive
+//!   retryable failures it pauses for `circuit_open`, then tries again.
+//! - **An acceptance stops pending notifications** (the desk cancels them in
+//!   the journal; a worker only takes `pending`/`retrying` rows and an
+//!   attempt recorded after a cancellation writes nothing).
+
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::engine::Ack;
+use crate::alert::model::Reason;
+use crate::audit::AuditRecord;
+use crate::config::BackendConfig;
+use crate::journal::{AttemptUpdate, NotificationRow};
+use crate::listener::connection::Shared;
+use crate::redact::{Profile, Template};
+use webhook::Outcome;
+
+/// A backend ready to deliver: its configuration, profile and template.
+pub struct Backend {
+    /// Configuration.
+    pub cfg: BackendConfig,
+    /// PHI profile.
+    pub profile: Profile,
+    /// Compiled template (else the preview line is the text).
+    pub template: Option<Template>,
+}
+
+impl Backend {
+    /// Resolves the profile and compiles the template (the configuration
+    /// was validated, so this only fails on an inconsistent build).
+    pub fn prepare(cfg: &BackendConfig) -> Result<Backend, String> {
+        let profile = crate::redact::builtin(&cfg.profile)
+            .ok_or_else(|| format!("backend {}: unknown profile", cfg.name))?;
+        let template = match &cfg.template {
+            Some(t) => Some(
+                crate::redact::compile(&cfg.name, t, &profile)
+                    .map_err(|e| format!("backend {}: template: {e}", cfg.name))?,
+            ),
+            None => None,
+        };
+        Ok(Backend {
+            cfg: cfg.clone(),
+            profile,
+            template,
+        })
+    }
+}
+
+/// Delay before attempt `attempts + 1`: `initial × 2^attempts`, capped,
+/// spread ±20 % by a hash of the notification (no thundering herd), and
+/// never shorter than the server's `Retry-After`.
+pub fn backoff(
+    cfg: &BackendConfig,
+    id: i64,
+    attempts: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let base = cfg
+        .retry_initial
+        .saturating_mul(2u32.saturating_pow(attempts.min(30)))
+        .min(cfg.retry_max);
+    let h = Sha256::digest(format!("{id}:{attempts}").as_bytes());
+    let spread = 0.8 + 0.4 * (f64::from(h[0]) / 255.0);
+    let jittered = base.mul_f64(spread);
+    match retry_after {
+        Some(r) if r > jittered => r,
+        _ => jittered,
+    }
+}
+
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Sends one notification; returns the outcome and the fields that left.
+async fn deliver_one(
+    shared: &Arc<Shared>,
+    b: &Backend,
+    row: &NotificationRow,
+) -> (Outcome, Vec<String>) {
+    let id = row.alert_id;
+    let alert = match shared.journal.with_storage(move |s| s.alert(id)).await {
+        Ok(Ok(Some(a))) => a,
+        Ok(Ok(None)) => return (Outcome::Permanent("alert not found".into()), Vec::new()),
+        _ => {
+            return (
+                Outcome::Retry {
+                    why: "journal unavailable".into(),
+                    retry_after: None,
+                },
+                Vec::new(),
+            );
+        }
+    };
+    let reason = Reason::parse(&row.reason).unwrap_or(Reason::New);
+    let view = crate::redact::redact(&alert, reason, &b.profile);
+    let text = match &b.template {
+        Some(t) => match t.render(&view) {
+            Ok(s) => s,
+            Err(e) => return (Outcome::Permanent(format!("template: {e}")), Vec::new()),
+        },
+        None => view.get().preview.clone(),
+    };
+    let v = view.get();
+    let fields: Vec<String> = v.fields_sent.iter().map(|f| f.name().to_string()).collect();
+    let body = serde_json::json!({
+        "alert_id": v.alert_id,
+        "notification_id": row.id,
+        "idempotency_key": row.idempotency_key,
+        "recipient": { "member": row.member, "handle": row.handle },
+        "tier": row.tier,
+        "priority": v.priority,
+        "reason": v.reason,
+        "late": v.late,
+        "preview": v.preview,
+        "text": text,
+        "fields": v.values,
+        "ack": format!("/api/v1/alerts/{}/ack", v.alert_id),
+    });
+    let url = b.cfg.url.clone().unwrap_or_else(|| row.handle.clone());
+    let ts = shared.clock.now_utc().timestamp();
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    (
+        webhook::post(&b.cfg, &url, &row.idempotency_key, ts, body).await,
+        fields,
+    )
+}
+
+/// Runs one backend's worker until `shutdown`.
+pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        // Registered before looking, so a wake-up while we look is not lost.
+        let wake = shared.delivery_wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        let now = shared.clock.now_utc();
+        let contact = b.cfg.contact.clone();
+        let due = shared
+            .journal
+            .with_storage(move |s| s.notifications_due(&contact, now, 16))
+            .await;
+        let rows = match due {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(backend = %b.cfg.name, error = %e, "notifications could not be read; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            Err(_) => return,
+        };
+        if rows.is_empty() {
+            let contact = b.cfg.contact.clone();
+            let next = shared
+                .journal
+                .with_storage(move |s| s.notifications_next(&contact))
+                .await;
+            let wait = match next {
+                Ok(Ok(Some(t))) => (t - shared.clock.now_utc())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(Duration::from_secs(30)),
+                _ => Duration::from_secs(30),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut wake => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
+        for (row, attempts) in rows {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let (outcome, fields) = deliver_one(&shared, &b, &row).await;
+            let now = shared.clock.now_utc();
+            let actor = format!("backend:{}", b.cfg.name);
+            let (state, next, error, audit) = match &outcome {
+                Outcome::Delivered(status) => {
+                    failures = 0;
+                    crate::telemetry::Metrics::inc(&shared.metrics.deliveries_sent);
+                    (
+                        "delivered",
+                        now,
+                        None,
+                        vec![AuditRecord::new(
+                            now,
+                            actor.clone(),
+                            "delivery.sent",
+                            format!("alert:{}", row.alert_id),
+                            format!("member:{}", row.member),
+                            format!(
+                                "{status}; fields: {}",
+                                if fields.is_empty() {
+                                    "-".into()
+                                } else {
+                                    fields.join(",")
+                                }
+                            ),
+                        )],
+                    )
+                }
+                Outcome::Retry { why, retry_after } if attempts + 1 < b.cfg.max_attempts => {
+                    failures += 1;
+                    crate::telemetry::Metrics::inc(&shared.metrics.deliveries_retried);
+                    let wait = backoff(&b.cfg, row.id, attempts, *retry_after);
+                    tracing::warn!(backend = %b.cfg.name, alert = row.alert_id, notification = row.id, attempt = attempts + 1, why = %why, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                    ("retrying", after(now, wait), Some(why.clone()), Vec::new())
+                }
+                Outcome::Retry { why, .. } | Outcome::Permanent(why) => {
+                    if matches!(outcome, Outcome::Retry { .. }) {
+                        failures += 1;
+                    }
+                    crate::telemetry::Metrics::inc(&shared.metrics.deliveries_dead);
+                    tracing::error!(backend = %b.cfg.name, alert = row.alert_id, notification = row.id, member = %row.member, why = %why, "notification dead-lettered; operator action needed");
+                    (
+                        "dead",
+                        now,
+                        Some(why.clone()),
+                        vec![AuditRecord::new(
+                            now,
+                            actor.clone(),
+                            "delivery.dead",
+                            format!("alert:{}", row.alert_id),
+                            format!("member:{}", row.member),
+                            why.clone(),
+                        )],
+                    )
+                }
+            };
+            let update = AttemptUpdate {
+                id: row.id,
+                state,
+                next_attempt_at: next,
+                error,
+                at: now,
+                audit,
+            };
+            let recorded = shared
+                .journal
+                .with_storage(move |s| s.notification_attempt(&update))
+                .await;
+            if matches!(outcome, Outcome::Delivered(_)) && matches!(recorded, Ok(Ok(true))) {
+                let ack = Ack::Delivered {
+                    member: row.member.clone(),
+                };
+                let _ = crate::app::alerts::acknowledge(&shared, row.alert_id, ack).await;
+            }
+            if failures >= b.cfg.circuit_failures {
+                tracing::error!(backend = %b.cfg.name, failures, pause_secs = b.cfg.circuit_open.as_secs(), "backend failing: circuit open");
+                failures = 0;
+                tokio::select! {
+                    _ = tokio::time::sleep(b.cfg.circuit_open) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                break;
+            }
+        }
+    }
+}
