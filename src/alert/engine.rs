@@ -91,6 +91,12 @@ pub enum Ack {
         /// Who.
         by: String,
     },
+    /// Every backend failed to deliver to `member` (dead-lettered): an
+    /// escalation input, never a silent drop.
+    Undeliverable {
+        /// Member id.
+        member: String,
+    },
 }
 
 /// Why an acknowledgement was refused.
@@ -358,6 +364,27 @@ impl Alert {
                 }
                 self.accepted_by = None;
                 Ok(self.escalate(now, rec, Reason::Declined, &by))
+            }
+            Ack::Undeliverable { member } => {
+                if !told.contains(member) {
+                    return Err(AckError::NotARecipient);
+                }
+                let current = self
+                    .notified
+                    .iter()
+                    .rev()
+                    .take_while(|n| n.tier == self.tier)
+                    .any(|n| &n.member == member);
+                self.timeline.push(super::model::Step {
+                    at: now,
+                    state: self.state,
+                    by: "delivery".into(),
+                    what: format!("could not be delivered to {member}"),
+                });
+                if self.state.awaits_ack() && current {
+                    return Ok(self.escalate(now, rec, Reason::Escalation, "delivery"));
+                }
+                Ok(Effects::default())
             }
             Ack::Resolve { by } => {
                 self.deadline = None;

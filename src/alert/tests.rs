@@ -523,3 +523,36 @@ fn every_step_names_who_or_what_caused_it() {
     );
     assert!(a.timeline.windows(2).all(|w| w[0].at <= w[1].at));
 }
+
+#[test]
+fn an_undeliverable_notification_escalates_at_once() {
+    let mut a = alert(AlertPriority::Stat, policy(0, None));
+    a.start(t0(), &staff());
+    let fx = a
+        .on_ack(
+            &Ack::Undeliverable {
+                member: "rn-a".into(),
+            },
+            at(5),
+            &staff(),
+        )
+        .unwrap();
+    assert_eq!(members(&fx), [["sup"]]);
+    assert!(
+        a.timeline
+            .iter()
+            .any(|s| s.what == "could not be delivered to rn-a")
+    );
+    // A failure for someone of an earlier tier does not skip another tier.
+    let fx = a
+        .on_ack(
+            &Ack::Undeliverable {
+                member: "rn-b".into(),
+            },
+            at(6),
+            &staff(),
+        )
+        .unwrap();
+    assert!(fx.notify.is_empty());
+    assert_eq!(a.tier, 1);
+}

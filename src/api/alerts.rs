@@ -169,3 +169,60 @@ pub(super) async fn ack(
         _ => Err(ApiError::unavailable()),
     }
 }
+
+/// Body of `POST /api/v1/callbacks/{token}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CallbackIn {
+    /// `delivered`, `read`, `accept` or `decline`.
+    action: String,
+}
+
+/// A receiving system acknowledges for the recipient its signed per-alert
+/// token names (no operator token: the token is the credential, valid for
+/// that alert and member only).
+pub(super) async fn callback(
+    State(shared): State<Arc<Shared>>,
+    Path(token): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Some((id, member)) = crate::delivery::verify_callback(&token, &shared.config.backends)
+    else {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "invalid callback token".into(),
+        });
+    };
+    let c: CallbackIn = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("expected {\"action\": ...}"))?;
+    let ack = match c.action.as_str() {
+        "delivered" => Ack::Delivered { member },
+        "read" => Ack::Read { member },
+        "accept" => Ack::Accept {
+            member,
+            on_behalf_by: None,
+        },
+        "decline" => Ack::Decline { member },
+        _ => {
+            return Err(ApiError::bad_request(
+                "action must be delivered, read, accept or decline",
+            ));
+        }
+    };
+    match crate::app::alerts::acknowledge(&shared, id, ack).await {
+        Ok(Ok(a)) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "alert_id": a.id, "state": a.state.as_str() }),
+        )),
+        Ok(Err(DeskError::NotFound)) => Err(ApiError::not_found("no such alert")),
+        Ok(Err(DeskError::Ack(e @ AckError::Closed(_)))) => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: e.to_string(),
+        }),
+        Ok(Err(DeskError::Ack(e @ AckError::NotARecipient))) => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: e.to_string(),
+        }),
+        _ => Err(ApiError::unavailable()),
+    }
+}

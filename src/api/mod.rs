@@ -41,6 +41,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/{id}", get(alerts::get_one))
         .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
+        .route("/api/v1/callbacks/{token}", post(alerts::callback))
         .route("/api/v1/rosters", get(rosters::list))
         .route(
             "/api/v1/rosters/{name}",

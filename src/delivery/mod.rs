@@ -71,6 +71,38 @@ impl Backend {
     }
 }
 
+/// The signed per-alert callback token of a recipient on a backend:
+/// `ALERT.MEMBER.BACKEND.SIG`, SIG = first 32 hex digits of
+/// HMAC-SHA256(secret, `callback:ALERT:MEMBER:BACKEND`). It lets the
+/// receiving system acknowledge for that recipient, and nothing else.
+pub fn callback_token(secret: &[u8], backend: &str, alert_id: i64, member: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(format!("callback:{alert_id}:{member}:{backend}").as_bytes());
+    let sig = hex::encode(mac.finalize().into_bytes());
+    format!("{alert_id}.{member}.{backend}.{}", &sig[..32])
+}
+
+/// Checks a callback token against the configured backends' secrets;
+/// returns (alert id, member) when it is genuine.
+pub fn verify_callback(token: &str, backends: &[BackendConfig]) -> Option<(i64, String)> {
+    let mut parts = token.splitn(4, '.');
+    let (alert, member, backend, _) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let alert_id: i64 = alert.parse().ok()?;
+    let cfg = backends.iter().find(|b| b.name == backend)?;
+    let secret = std::env::var(cfg.secret_env.as_ref()?)
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let want = callback_token(secret.as_bytes(), backend, alert_id, member);
+    let same = want.len() == token.len()
+        && want
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    same.then(|| (alert_id, member.to_string()))
+}
+
 /// Delay before attempt `attempts + 1`: `initial × 2^attempts`, capped,
 /// spread ±20 % by a hash of the notification (no thundering herd), and
 /// never shorter than the server's `Retry-After`.
@@ -142,6 +174,19 @@ async fn deliver_one(
         "fields": v.values,
         "ack": format!("/api/v1/alerts/{}/ack", v.alert_id),
     });
+    let mut body = body;
+    if let Some(secret) = b
+        .cfg
+        .secret_env
+        .as_ref()
+        .and_then(|v| std::env::var(v).ok())
+        .filter(|s| !s.is_empty())
+    {
+        body["callback"] = serde_json::json!(format!(
+            "/api/v1/callbacks/{}",
+            callback_token(secret.as_bytes(), &b.cfg.name, v.alert_id, &row.member)
+        ));
+    }
     let url = b.cfg.url.clone().unwrap_or_else(|| row.handle.clone());
     let ts = shared.clock.now_utc().timestamp();
     let body = serde_json::to_vec(&body).unwrap_or_default();
@@ -149,6 +194,23 @@ async fn deliver_one(
         webhook::post(&b.cfg, &url, &row.idempotency_key, ts, body).await,
         fields,
     )
+}
+
+/// True when every backend's copy of this notice (same alert, same notice)
+/// is dead-lettered.
+async fn all_dead(shared: &Arc<Shared>, row: &NotificationRow) -> bool {
+    let (id, seq) = (row.alert_id, row.seq);
+    match shared
+        .journal
+        .with_storage(move |s| s.notifications(Some(id)))
+        .await
+    {
+        Ok(Ok(rows)) => rows
+            .iter()
+            .filter(|n| n.seq == seq)
+            .all(|n| n.state == "dead"),
+        _ => false,
+    }
 }
 
 /// Runs one backend's worker until `shutdown`.
@@ -268,11 +330,19 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                 .journal
                 .with_storage(move |s| s.notification_attempt(&update))
                 .await;
-            if matches!(outcome, Outcome::Delivered(_)) && matches!(recorded, Ok(Ok(true))) {
-                let ack = Ack::Delivered {
-                    member: row.member.clone(),
-                };
-                let _ = crate::app::alerts::acknowledge(&shared, row.alert_id, ack).await;
+            if matches!(recorded, Ok(Ok(true))) {
+                if matches!(outcome, Outcome::Delivered(_)) {
+                    let ack = Ack::Delivered {
+                        member: row.member.clone(),
+                    };
+                    let _ = crate::app::alerts::acknowledge(&shared, row.alert_id, ack).await;
+                } else if state == "dead" && all_dead(&shared, &row).await {
+                    // Nobody can reach this recipient: escalate, never drop.
+                    let ack = Ack::Undeliverable {
+                        member: row.member.clone(),
+                    };
+                    let _ = crate::app::alerts::acknowledge(&shared, row.alert_id, ack).await;
+                }
             }
             if failures >= b.cfg.circuit_failures {
                 tracing::error!(backend = %b.cfg.name, failures, pause_secs = b.cfg.circuit_open.as_secs(), "backend failing: circuit open");

@@ -60,7 +60,8 @@ pub use record::{
 };
 pub use sqlite::{HoldSubject, Protection, SqliteStorage};
 pub use storage::{
-    AlertWrite, AttemptUpdate, CensusLoad, NotificationRow, RosterRevision, Storage, StorageError,
+    AlertWrite, AttemptUpdate, Backlog, CensusLoad, NotificationRow, RosterRevision, Storage,
+    StorageError,
 };
 pub use writer::AfterCommit;
 

@@ -1225,6 +1225,10 @@ impl Storage for SqliteStorage {
         Ok(changed)
     }
 
+    fn notifications_backlog(&mut self) -> Result<Vec<super::Backlog>, StorageError> {
+        self.guarded(|_, c| SqliteStorage::notification_backlog(c))
+    }
+
     fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError> {
         let rec = record.clone();
         let outcome = rec.outcome.clone();

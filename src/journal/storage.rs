@@ -99,6 +99,17 @@ pub struct NotificationRow {
     pub idempotency_key: String,
 }
 
+/// A backend's waiting notifications.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backlog {
+    /// Contact kind (`webhook`, ...).
+    pub backend: String,
+    /// Pending or retrying.
+    pub waiting: u64,
+    /// When the oldest of them was created.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
 /// The outcome of one delivery attempt of a notification.
 #[derive(Clone, Debug)]
 pub struct AttemptUpdate {
@@ -260,6 +271,9 @@ pub trait Storage: Send + 'static {
     /// Records a delivery attempt (unless the row was cancelled meanwhile:
     /// then returns false and writes nothing).
     fn notification_attempt(&mut self, u: &AttemptUpdate) -> Result<bool, StorageError>;
+
+    /// Per backend (contact kind): notifications waiting, and the oldest one's creation time.
+    fn notifications_backlog(&mut self) -> Result<Vec<Backlog>, StorageError>;
 
     /// Appends one audit record on its own (events that change nothing
     /// else in the store: refused TLS clients, deliveries, logins).
@@ -476,6 +490,11 @@ macro_rules! delegate_admin_storage {
             u: &$crate::journal::AttemptUpdate,
         ) -> Result<bool, $crate::journal::StorageError> {
             self.$inner.notification_attempt(u)
+        }
+        fn notifications_backlog(
+            &mut self,
+        ) -> Result<Vec<$crate::journal::Backlog>, $crate::journal::StorageError> {
+            self.$inner.notifications_backlog()
         }
         fn audit(
             &mut self,

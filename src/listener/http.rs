@@ -279,10 +279,48 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         ("switchboard_alerts_live", "gauge", alerts.0),
         ("switchboard_alerts_exhausted_total", "counter", alerts.1),
     ];
+    let mut body = shared.metrics.render(&extra);
+    // Per-backend outbox depth and oldest age (labels are configured names).
+    let now = shared.clock.now_utc();
+    if let Ok(Ok(backlog)) = shared
+        .journal
+        .with_storage(|s| s.notifications_backlog())
+        .await
+    {
+        use std::fmt::Write as _;
+        let _ = writeln!(body, "# TYPE switchboard_notifications_pending gauge");
+        for b in &shared.config.backends {
+            let n = backlog
+                .iter()
+                .find(|x| x.backend == b.contact)
+                .map_or(0, |x| x.waiting);
+            let _ = writeln!(
+                body,
+                "switchboard_notifications_pending{{backend=\"{}\"}} {n}",
+                b.name
+            );
+        }
+        let _ = writeln!(
+            body,
+            "# TYPE switchboard_notifications_oldest_age_seconds gauge"
+        );
+        for b in &shared.config.backends {
+            let age = backlog
+                .iter()
+                .find(|x| x.backend == b.contact)
+                .and_then(|x| x.oldest)
+                .map_or(0, |t| (now - t).num_seconds().max(0));
+            let _ = writeln!(
+                body,
+                "switchboard_notifications_oldest_age_seconds{{backend=\"{}\"}} {age}",
+                b.name
+            );
+        }
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(&extra),
+        body,
     )
 }
 

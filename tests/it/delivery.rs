@@ -223,6 +223,17 @@ fn free_port() -> u16 {
 }
 
 async fn serve(config: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
+    let (c, mllp, _) = serve_both(config).await;
+    (c, mllp)
+}
+
+async fn serve_both(
+    config: &Path,
+) -> (
+    tokio::process::Child,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
     let (mllp, http) = (free_port(), free_port());
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--config"])
@@ -248,7 +259,11 @@ async fn serve(config: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    (child, format!("127.0.0.1:{mllp}").parse().unwrap())
+    (
+        child,
+        format!("127.0.0.1:{mllp}").parse().unwrap(),
+        format!("127.0.0.1:{http}").parse().unwrap(),
+    )
 }
 
 fn rows(db: &Path) -> Vec<(String, String, i64)> {
@@ -401,6 +416,62 @@ async fn retries_honour_retry_after_and_a_poison_notification_is_dead_lettered_w
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(dead, 1);
+    assert_eq!(dead, 2, "tier 0 and the failsafe, both refused");
+    // The undeliverable notification was an escalation input: the failsafe
+    // tier was tried at once, and with nobody reachable the alert is
+    // exhausted (an operator alarm), not silently dropped.
+    let b_rows: Vec<_> = rows(&db).into_iter().filter(|r| r.0 == "rn-b").collect();
+    assert_eq!(b_rows.len(), 2, "{b_rows:?}");
+    let states: Vec<String> = conn
+        .prepare("SELECT state FROM alerts ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(states.contains(&"exhausted".to_string()), "{states:?}");
+    child.start_kill().unwrap();
+}
+
+#[tokio::test]
+async fn a_backend_down_for_a_while_loses_nothing_and_its_callback_accepts() {
+    let rx = Receiver::default();
+    rx.script(
+        "/hook/rn-a",
+        &[(503, None), (503, None), (502, None), (200, None)],
+    );
+    let port = rx.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), port);
+    let (mut child, mllp, http) = serve_both(&config).await;
+    let mut c = Mllp::connect(mllp).await;
+    assert_eq!(ack_code(&c.roundtrip(&oru("R1", "ICU")).await), "AA");
+    let db = dir.path().join("data/journal.sqlite3");
+    wait_until("not delivered after the outage", 30, || {
+        rows(&db).first().is_some_and(|r| r.1 == "delivered")
+    })
+    .await;
+    assert_eq!(rows(&db)[0].2, 4, "three failures, then delivered");
+    let last = rx.seen().last().unwrap().clone();
+    let body: serde_json::Value = serde_json::from_slice(&last.body).unwrap();
+    let callback = body["callback"].as_str().expect("callback").to_string();
+    // Queue depth and oldest age are exported per backend.
+    let m = crate::fhir::request(http, "GET", "/metrics", &[], b"").await;
+    let metrics = String::from_utf8_lossy(&m.body).to_string();
+    assert!(
+        metrics.contains("switchboard_notifications_pending{backend=\"hook\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("switchboard_notifications_oldest_age_seconds{backend=\"hook\"} 0"));
+    // A forged token is refused; the real one accepts for rn-a.
+    let mut forged = callback.clone();
+    forged.pop();
+    forged.push('x');
+    let r = crate::fhir::request(http, "POST", &forged, &[], br#"{"action":"accept"}"#).await;
+    assert_eq!(r.status, 403);
+    let r = crate::fhir::request(http, "POST", &callback, &[], br#"{"action":"accept"}"#).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["state"], "accepted");
     child.start_kill().unwrap();
 }

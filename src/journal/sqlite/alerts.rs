@@ -286,3 +286,24 @@ impl SqliteStorage {
         Ok(changed > 0)
     }
 }
+
+impl SqliteStorage {
+    pub(super) fn notification_backlog(
+        conn: &Connection,
+    ) -> Result<Vec<crate::journal::Backlog>, Fail> {
+        let mut stmt = conn.prepare(
+            "SELECT backend, COUNT(*), MIN(created_at) FROM notifications
+             WHERE state IN ('pending', 'retrying') GROUP BY backend ORDER BY backend",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(crate::journal::Backlog {
+                    backend: r.get(0)?,
+                    waiting: r.get::<_, i64>(1)?.max(0) as u64,
+                    oldest: r.get::<_, Option<i64>>(2)?.map(super::from_micros),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
