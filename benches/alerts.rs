@@ -169,6 +169,7 @@ fn main() {
         switchboard::rules::load_files(&[(PathBuf::from("m.toml"), MAPPING.into())], &rosters)
             .unwrap();
     let census = Census::new();
+    let channels = vec!["matrix".to_string()];
     let cfg = AlertsConfig {
         late_after: Duration::from_secs(86_400),
         storm_threshold: 0,
@@ -198,6 +199,7 @@ fn main() {
             rules: &rules,
             rosters: &rosters,
             census: &census,
+            channels: &channels,
             now,
         };
         let k = desk.route_pending(&mut s, &w).unwrap();
@@ -234,6 +236,7 @@ fn main() {
             rules: &rules,
             rosters: &rosters,
             census: &census,
+            channels: &channels,
             now,
         };
         let before = desk.next_deadline();

@@ -202,6 +202,9 @@ pub struct World<'a> {
     pub rosters: &'a Rosters,
     /// The census.
     pub census: &'a Census,
+    /// Contact kinds a configured backend delivers to (notifications are
+    /// made only for these).
+    pub channels: &'a [String],
     /// Now.
     pub now: DateTime<Utc>,
 }
@@ -261,7 +264,8 @@ impl Pending {
     }
 
     /// Records the alert's state after a step and what it decided.
-    fn record(&mut self, a: &Alert, fx: &Effects, rosters: &Rosters, desk: &mut Desk) {
+    fn record(&mut self, a: &Alert, fx: &Effects, w: &World<'_>, desk: &mut Desk) {
+        let rosters = w.rosters;
         if fx.cancel_pending {
             self.write.cancel_pending.push(a.id);
         }
@@ -277,10 +281,16 @@ impl Pending {
                 .sum::<usize>()
                 .min(a.notified.len());
         for (seq, n) in a.notified.iter().enumerate().skip(first_new) {
-            let contacts = rosters
+            let contacts: Vec<(String, String)> = rosters
                 .member(&n.member)
                 .map(|m| m.contacts.clone())
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(kind, _)| w.channels.contains(kind))
+                .collect();
+            if contacts.is_empty() {
+                tracing::warn!(alert = a.id, member = %n.member, "no configured backend reaches this member; the tier timeout will escalate");
+            }
             for (backend, handle) in contacts {
                 let key = hex::encode(Sha256::digest(
                     format!("{}\0{seq}\0{}\0{backend}", a.id, n.member).as_bytes(),
@@ -511,7 +521,7 @@ impl Desk {
             if a.classify(ev) == super::engine::Related::Clears {
                 p.audit_from.entry(a.id).or_insert(a.timeline.len());
                 let fx = a.on_related(ev, event_id, false, w.now, &rec);
-                p.record(&a, &fx, w.rosters, self);
+                p.record(&a, &fx, w, self);
                 loaded.insert(a.id, a);
                 cleared_any = true;
             }
@@ -576,7 +586,7 @@ impl Desk {
                 );
                 Effects::default()
             };
-            p.record(&a, &fx, w.rosters, self);
+            p.record(&a, &fx, w, self);
             loaded.insert(a.id, a);
             return Ok(());
         }
@@ -602,7 +612,7 @@ impl Desk {
                 &format!("event:{event_id}"),
                 format!("grouped: rule {} (count {})", route.rule, a.count),
             );
-            p.record(&a, &Effects::default(), w.rosters, self);
+            p.record(&a, &Effects::default(), w, self);
             loaded.insert(a.id, a);
             return Ok(());
         }
@@ -638,7 +648,7 @@ impl Desk {
                         &format!("event:{event_id}"),
                         format!("storm: alarm folded in (count {})", a.count),
                     );
-                    p.record(&a, &Effects::default(), w.rosters, self);
+                    p.record(&a, &Effects::default(), w, self);
                     loaded.insert(a.id, a);
                     return Ok(());
                 }
@@ -656,7 +666,7 @@ impl Desk {
                     step.what = format!("storm summary: {}", step.what);
                 }
                 p.audit_from.insert(summary.id, 0);
-                p.record(&summary, &fx, w.rosters, self);
+                p.record(&summary, &fx, w, self);
                 loaded.insert(summary.id, summary);
                 return Ok(());
             }
@@ -677,13 +687,13 @@ impl Desk {
                 "its clear arrived first: never sent".into(),
             );
             p.audit_from.insert(a.id, 0);
-            p.record(&a, &Effects::default(), w.rosters, self);
+            p.record(&a, &Effects::default(), w, self);
             loaded.insert(a.id, a);
             return Ok(());
         }
         let fx = a.start(w.now, &rec);
         p.audit_from.insert(a.id, 0);
-        p.record(&a, &fx, w.rosters, self);
+        p.record(&a, &fx, w, self);
         loaded.insert(a.id, a);
         Ok(())
     }
@@ -747,7 +757,7 @@ impl Desk {
             };
             p.audit_from.insert(a.id, a.timeline.len());
             let fx = a.on_deadline(w.now, &rec);
-            p.record(&a, &fx, w.rosters, self);
+            p.record(&a, &fx, w, self);
         }
         if let Err(e) = s.alerts_write(&p.write) {
             self.reload_book(s, w.now);
@@ -769,7 +779,7 @@ impl Desk {
         let mut p = Pending::new(w.now);
         p.audit_from.insert(a.id, a.timeline.len());
         let fx = a.on_ack(ack, w.now, &w.recipients())?;
-        p.record(&a, &fx, w.rosters, self);
+        p.record(&a, &fx, w, self);
         if let Err(e) = s.alerts_write(&p.write) {
             self.reload_book(s, w.now);
             return Err(e.into());

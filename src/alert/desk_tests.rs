@@ -77,6 +77,7 @@ struct Fixture {
     rosters: Rosters,
     rules: Rules,
     census: Census,
+    channels: Vec<String>,
     next: u32,
 }
 
@@ -103,6 +104,7 @@ fn fixture() -> Fixture {
         rosters,
         rules,
         census: Census::new(),
+        channels: vec!["matrix".into()],
         next: 0,
     }
 }
@@ -146,6 +148,7 @@ impl Fixture {
             rules: &self.rules,
             rosters: &self.rosters,
             census: &self.census,
+            channels: &self.channels,
             now,
         }
     }
@@ -155,6 +158,7 @@ impl Fixture {
             rules: &self.rules,
             rosters: &self.rosters,
             census: &self.census,
+            channels: &self.channels,
             now,
         };
         desk.route_pending(&mut self.storage, &w).unwrap()
@@ -165,6 +169,7 @@ impl Fixture {
             rules: &self.rules,
             rosters: &self.rosters,
             census: &self.census,
+            channels: &self.channels,
             now,
         };
         desk.fire_due(&mut self.storage, &w).unwrap()

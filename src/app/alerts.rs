@@ -22,6 +22,12 @@ pub async fn with_desk<T: Send + 'static>(
     let routing = shared.routing.clone();
     let census = shared.census.clone();
     let clock = shared.clock;
+    let channels: Vec<String> = shared
+        .config
+        .backends
+        .iter()
+        .map(|b| b.contact.clone())
+        .collect();
     shared
         .journal
         .with_storage(move |s| {
@@ -31,6 +37,7 @@ pub async fn with_desk<T: Send + 'static>(
                 rules: &set.rules,
                 rosters: &set.rosters,
                 census: &census,
+                channels: &channels,
                 now: clock.now_utc(),
             };
             let mut desk = desk.lock().unwrap_or_else(|p| p.into_inner());

@@ -160,6 +160,11 @@ impl Gateway {
         tasks.spawn(census_snapshots(shared.clone(), shutdown.clone()));
         tasks.spawn(alerts::route(shared.clone(), shutdown.clone()));
         tasks.spawn(alerts::timers(shared.clone(), shutdown.clone()));
+        if shared.config.backends.is_empty() {
+            tracing::warn!(
+                "no [[backends]] configured: alerts are raised, escalated and audited, but nobody is notified"
+            );
+        }
         for cfg in &shared.config.backends {
             let backend = crate::delivery::Backend::prepare(cfg).map_err(StartError::Backend)?;
             tasks.spawn(crate::delivery::run(

@@ -64,7 +64,12 @@ pub fn setup(dir: &Path) -> std::path::PathBuf {
     std::fs::create_dir_all(dir.join("mappings")).unwrap();
     std::fs::write(dir.join("rosters/ward.toml"), STAFF).unwrap();
     std::fs::write(dir.join("mappings/alerts.toml"), MAPPING).unwrap();
-    let path = write_config(dir, "[reload]\nwatch_files = false\n");
+    // Backends for both contact kinds; nothing listens on port 9, so
+    // deliveries keep retrying and the notifications stay visible.
+    let backends = "[reload]\nwatch_files = false\n\n\
+[[backends]]\nname = \"matrix\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
+[[backends]]\nname = \"pager\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n";
+    let path = write_config(dir, backends);
     // Operators of the census tests plus the alert permissions.
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "\"rosters:write\"]",

@@ -144,7 +144,7 @@ impl SqliteStorage {
         for id in &w.cancel_pending {
             tx.prepare_cached(
                 "UPDATE notifications SET state = 'cancelled', updated_at = ?2
-                 WHERE alert_id = ?1 AND state = 'pending'",
+                 WHERE alert_id = ?1 AND state IN ('pending', 'retrying')",
             )?
             .execute(params![id, to_micros(w.at)])?;
         }
