@@ -13,6 +13,9 @@ use crate::alert::model::Alert;
 use crate::journal::{JournalError, Storage, StorageError};
 use crate::listener::connection::Shared;
 
+/// How long the router lets committed events gather before routing them.
+const ROUTE_GATHER: Duration = Duration::from_millis(10);
+
 /// Runs `f` with the desk and the world as it is now, on the committer thread.
 pub async fn with_desk<T: Send + 'static>(
     shared: &Arc<Shared>,
@@ -68,7 +71,12 @@ pub(super) async fn route(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
         tokio::select! {
-            _ = shared.alert_wake.notified() => {}
+            _ = shared.alert_wake.notified() => {
+                // Let a burst of commits gather so one routing transaction
+                // (one fsync) takes many events; 10 ms is nothing next to a
+                // STAT tier of two minutes.
+                tokio::time::sleep(ROUTE_GATHER).await;
+            }
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = shutdown.cancelled() => return,
         }
