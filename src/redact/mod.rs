@@ -88,6 +88,8 @@ mod template;
 mod view;
 
 #[cfg(test)]
+mod property_tests;
+#[cfg(test)]
 mod tests;
 
 pub use fields::Field;

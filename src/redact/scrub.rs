@@ -44,8 +44,9 @@ impl fmt::Debug for Scrubber {
 impl Scrubber {
     /// Collects the patient's identifiers from `ev`: each name component and
     /// each of its tokens (2 characters or more), each identifier value
-    /// (PID-3, the merged MRG-1 identifiers, PV1-19 visit number), and the
-    /// birth date in its common renderings.
+    /// (PID-3, the merged MRG-1 identifiers, PV1-19 visit number, the
+    /// order's placer and filler numbers), and the birth date in its common
+    /// renderings.
     pub fn new(ev: &ClinicalEvent) -> Scrubber {
         let mut terms: Vec<String> = Vec::new();
         if let Some(n) = &ev.patient.name {
@@ -61,6 +62,19 @@ impl Scrubber {
             .chain(ev.visit.as_ref());
         for id in ids {
             identifier_terms(id, &mut terms);
+        }
+        // Order numbers identify the patient's order (an `order_number`
+        // field): free text naming them is scrubbed too.
+        if let Some(o) = &ev.order {
+            for v in [&o.placer_id, &o.filler_id] {
+                identifier_terms(
+                    &Identifier {
+                        value: v.clone(),
+                        ..Identifier::default()
+                    },
+                    &mut terms,
+                );
+            }
         }
         if let Some(b) = &ev.patient.birth_date {
             birth_date_terms(b, &mut terms);

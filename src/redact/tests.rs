@@ -709,3 +709,13 @@ fn templates_can_be_shared_between_delivery_workers() {
     shared::<Redacted<AlertView>>();
     shared::<Profile>();
 }
+
+#[test]
+fn order_numbers_in_free_text_are_scrubbed() {
+    let mut ev = crate::rules::tests::result_event();
+    ev.order.as_mut().unwrap().placer_id = "CX1234".into();
+    ev.order.as_mut().unwrap().filler_id = "JZ48213".into();
+    let out = crate::redact::scrub("accession JZ48213 drawn; placer CX1234 re-run", &ev);
+    assert!(!out.contains("JZ48213") && !out.contains("CX1234"), "{out}");
+    assert!(out.contains("drawn"), "{out}");
+}
