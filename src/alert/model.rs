@@ -207,6 +207,35 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// An alert as `route` would raise it, never stored (id 0): for dry
+    /// runs and previews.
+    pub fn transient(route: &crate::rules::Route, ev: &ClinicalEvent, at: DateTime<Utc>) -> Alert {
+        Alert {
+            id: 0,
+            rule: route.rule.clone(),
+            priority: route.priority,
+            target: route.target.clone(),
+            policy: (*route.escalation).clone(),
+            clear: route.hold.map(|h| h.clear),
+            dedup_key: String::new(),
+            dedup_until: None,
+            group_key: None,
+            group_until: None,
+            state: State::Notifying,
+            tier: 0,
+            round: 0,
+            deadline: None,
+            created_at: at,
+            late: false,
+            count: 1,
+            event_id: 0,
+            event: ev.clone(),
+            notified: Vec::new(),
+            accepted_by: None,
+            timeline: Vec::new(),
+        }
+    }
+
     /// Members told so far, in order, without repeats.
     pub fn told(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

@@ -498,7 +498,24 @@ struct AlertOut {
     /// keep-latest were not applied (`critical-result`, `high-priority-alarm`).
     safety_override: Option<&'static str>,
     tiers: Vec<TierOut>,
+    /// What each configured backend would receive (redacted), or the
+    /// default profile's view when none is configured.
+    previews: Vec<PreviewOut>,
     note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PreviewOut {
+    /// Backend name (`(default)` when none is configured).
+    backend: String,
+    /// Its PHI profile.
+    profile: String,
+    /// The lock-screen line: never an identifier.
+    preview: String,
+    /// The rendered template, when the backend has one.
+    text: Option<String>,
+    /// The fields that would leave.
+    fields: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -690,7 +707,77 @@ fn route_file(
         census: ctx.census,
     };
     explain_events(&cfg.rules, &ctx, &resolver, &events, &mut out);
+    add_previews(cfg, &events, at, &mut out);
     out
+}
+
+/// The redacted view each configured backend would get for each alert.
+fn add_previews(
+    cfg: &Config,
+    events: &[(usize, ClinicalEvent)],
+    at: DateTime<Utc>,
+    out: &mut FileOut,
+) {
+    let mut backends: Vec<crate::delivery::Backend> = cfg
+        .backends
+        .iter()
+        .filter_map(|b| crate::delivery::Backend::prepare(b).ok())
+        .collect();
+    if backends.is_empty()
+        && let Some(profile) = crate::redact::builtin(crate::redact::DEFAULT_PROFILE)
+    {
+        backends.push(crate::delivery::Backend {
+            cfg: crate::config::BackendConfig {
+                name: "(default)".into(),
+                kind: crate::config::BackendKind::Webhook,
+                contact: String::new(),
+                url: None,
+                profile: profile.name.clone(),
+                template: None,
+                end_to_end: false,
+                secret_env: None,
+                ca: None,
+                timeout: std::time::Duration::from_secs(10),
+                retry_initial: std::time::Duration::from_secs(1),
+                retry_max: std::time::Duration::from_secs(300),
+                max_attempts: 1,
+                circuit_failures: 1,
+                circuit_open: std::time::Duration::from_secs(30),
+            },
+            profile,
+            template: None,
+        });
+    }
+    let rules = &cfg.rules;
+    for a in out.alerts.iter_mut().chain(out.test_alerts.iter_mut()) {
+        let Some((_, ev)) = events.get(a.event) else {
+            continue;
+        };
+        let route = rules.route_in(ev, &RouteContext { at, census: None });
+        let routes = match route {
+            Decision::Routed { routes, .. } | Decision::Test { routes, .. } => routes,
+            Decision::Filtered { .. } => continue,
+        };
+        let Some(r) = routes.iter().find(|r| r.rule == a.rule) else {
+            continue;
+        };
+        let alert = crate::alert::model::Alert::transient(r, ev, at);
+        for b in &backends {
+            let view = crate::redact::redact(&alert, crate::alert::model::Reason::New, &b.profile);
+            a.previews.push(PreviewOut {
+                backend: b.cfg.name.clone(),
+                profile: b.profile.name.clone(),
+                preview: view.get().preview.clone(),
+                text: b.template.as_ref().and_then(|t| t.render(&view).ok()),
+                fields: view
+                    .get()
+                    .fields_sent
+                    .iter()
+                    .map(|f| f.name().to_string())
+                    .collect(),
+            });
+        }
+    }
 }
 
 /// The first MSH of raw bytes, as the listener reads it before decoding.
@@ -1175,6 +1262,7 @@ fn alert_out(resolver: &Resolver<'_>, event: usize, r: &Route, ev: &ClinicalEven
         }),
         safety_override: r.safety_override.map(|c| c.as_str()),
         tiers,
+        previews: Vec::new(),
         note: None,
     }
 }
@@ -1345,6 +1433,16 @@ fn route_text(o: &FileOut) -> String {
             }
             if let Some(c) = a.safety_override {
                 let _ = writeln!(s, "    {c}: sent at once, never held, grouped or replaced");
+            }
+            for p in &a.previews {
+                let _ = writeln!(
+                    s,
+                    "    preview for {} ({}): {}",
+                    p.backend, p.profile, p.preview
+                );
+                if let Some(t) = &p.text {
+                    let _ = writeln!(s, "      text: {t}");
+                }
             }
             for (i, t) in a.tiers.iter().enumerate() {
                 let _ = writeln!(

@@ -457,6 +457,26 @@ fn critical_potassium_is_stat_to_the_unit_hospitalist_and_training_pages_nobody(
     assert_eq!(tiers[1]["target"], "role house-supervisor");
     assert_eq!(recipients(&tiers[2]), supervisor);
     assert_eq!(tiers[2]["recipients"][0]["via"], "failsafe");
+    // The redacted preview (the demo has no backends: the default profile).
+    let p = &a["previews"][0];
+    assert_eq!(p["backend"], "(default)");
+    assert_eq!(p["profile"], "limited");
+    let preview = p["preview"].as_str().unwrap();
+    assert!(preview.contains("ICU"), "{preview}");
+    assert!(
+        !preview.contains("ZZTEST") && !preview.contains("123"),
+        "{preview}"
+    );
+    let fields: Vec<&str> = p["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        !fields.contains(&"mrn") && !fields.contains(&"patient_name"),
+        "{fields:?}"
+    );
     // Rule verdicts in order: the first match stops evaluation.
     let rules: Vec<(String, String)> = v["events"][0]["rules"]
         .as_array()
