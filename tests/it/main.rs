@@ -28,6 +28,7 @@ mod limits;
 mod live_reload;
 mod load;
 mod ordering;
+mod outage;
 mod redaction;
 mod rosters_console;
 mod routing;
