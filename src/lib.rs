@@ -42,6 +42,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod failpoint;
 pub mod journal;
 pub mod listener;
 pub mod live;

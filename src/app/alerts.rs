@@ -56,6 +56,7 @@ pub(super) async fn route(shared: Arc<Shared>, shutdown: CancellationToken) {
             match with_desk(&shared, |d, s, w| d.route_pending(s, w)).await {
                 Ok(Ok(n)) => {
                     if n > 0 {
+                        crate::failpoint::hit("alerts.after-write");
                         shared.timer_wake.notify_one();
                         shared.delivery_wake.notify_waiters();
                     }

@@ -263,6 +263,9 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                 return;
             }
             let (outcome, fields) = deliver_one(&shared, &b, &row).await;
+            if matches!(outcome, Outcome::Delivered(_)) {
+                crate::failpoint::hit("delivery.after-send");
+            }
             let now = shared.clock.now_utc();
             let actor = format!("backend:{}", b.cfg.name);
             let (state, next, error, audit) = match &outcome {

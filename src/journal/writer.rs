@@ -114,6 +114,7 @@ fn flush(
             health
                 .committed
                 .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+            crate::failpoint::hit("journal.after-commit");
             if let Some(h) = hook.as_mut() {
                 h(msgs, &answers);
             }

@@ -18,15 +18,15 @@ const SECRET: &str = "webhook-secret-for-tests";
 
 /// One request the receiver saw.
 #[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    at: Instant,
+pub struct Seen {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub at: Instant,
 }
 
 impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -39,13 +39,13 @@ type Script = Vec<(String, VecDeque<(u16, Option<u64>)>)>;
 
 /// A webhook receiver: answers from a per-path script (else 200).
 #[derive(Clone, Default)]
-struct Receiver {
+pub struct Receiver {
     seen: Arc<Mutex<Vec<Seen>>>,
     script: Arc<Mutex<Script>>,
 }
 
 impl Receiver {
-    async fn start(&self) -> u16 {
+    pub async fn start(&self) -> u16 {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let me = self.clone();
@@ -128,14 +128,14 @@ impl Receiver {
         port
     }
 
-    fn script(&self, path: &str, answers: &[(u16, Option<u64>)]) {
+    pub fn script(&self, path: &str, answers: &[(u16, Option<u64>)]) {
         self.script
             .lock()
             .unwrap()
             .push((path.to_string(), answers.iter().copied().collect()));
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -186,7 +186,7 @@ route = { person = "rn-b", priority = "stat", escalation = "slow" }
 tiers = [{ route = true, timeout_secs = 600 }, { failsafe = true, timeout_secs = 600 }]
 "#;
 
-fn setup(dir: &Path, port: u16) -> std::path::PathBuf {
+pub fn setup(dir: &Path, port: u16) -> std::path::PathBuf {
     for d in ["rosters", "mappings"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
@@ -202,7 +202,7 @@ fn setup(dir: &Path, port: u16) -> std::path::PathBuf {
     path
 }
 
-fn oru(id: &str, unit: &str) -> String {
+pub fn oru(id: &str, unit: &str) -> String {
     let now = chrono::Utc::now().format("%Y%m%d%H%M%S+0000");
     format!(
         "MSH|^~\\&|LAB|HOSP|SWITCHBOARD|HOSP|{now}||ORU^R01^ORU_R01|{id}|P|2.5.1\r\
@@ -214,7 +214,7 @@ NTE|1||Patient ZZCANARY PHIPERSON called from (555)010-9999 about ZZMRN{id}\r"
     )
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -266,7 +266,7 @@ async fn serve_both(
     )
 }
 
-fn rows(db: &Path) -> Vec<(String, String, i64)> {
+pub fn rows(db: &Path) -> Vec<(String, String, i64)> {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
@@ -278,7 +278,7 @@ fn rows(db: &Path) -> Vec<(String, String, i64)> {
         .collect()
 }
 
-async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+pub async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(Instant::now() < until, "{what}");

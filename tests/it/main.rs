@@ -18,6 +18,7 @@ mod crash;
 mod delivery;
 mod duplicates;
 mod enhanced;
+mod failpoints;
 mod fhir;
 mod fhir_crash;
 mod fhir_more;
