@@ -143,16 +143,6 @@ impl Fixture {
             .unwrap();
     }
 
-    fn world(&self, now: DateTime<Utc>) -> World<'_> {
-        World {
-            rules: &self.rules,
-            rosters: &self.rosters,
-            census: &self.census,
-            channels: &self.channels,
-            now,
-        }
-    }
-
     fn route(&mut self, desk: &mut Desk, now: DateTime<Utc>) -> usize {
         let w = World {
             rules: &self.rules,
@@ -175,7 +165,7 @@ impl Fixture {
         desk.fire_due(&mut self.storage, &w).unwrap()
     }
 
-    fn alerts(&mut self, now: DateTime<Utc>) -> Vec<super::model::Alert> {
+    fn alerts(&mut self) -> Vec<super::model::Alert> {
         // Everything, open or closed, for assertions.
         let ids: Vec<i64> = rusqlite::Connection::open(&self.path)
             .unwrap()
@@ -185,7 +175,6 @@ impl Fixture {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        let _ = now;
         ids.into_iter()
             .map(|id| self.storage.alert(id).unwrap().unwrap())
             .collect()
@@ -240,7 +229,7 @@ fn a_storm_of_low_priority_alarms_folds_into_one_summary() {
         f.commit(alarm(&format!("L{i}"), "PL", "start"), at(i));
     }
     assert_eq!(f.route(&mut desk, at(6)), 6);
-    let alerts = f.alerts(at(6));
+    let alerts = f.alerts();
     let rules: Vec<&str> = alerts.iter().map(|a| a.rule.as_str()).collect();
     assert_eq!(rules, ["low-alarm", "low-alarm", "low-alarm", "storm:ICU"]);
     assert_eq!(
@@ -265,7 +254,7 @@ fn a_critical_is_never_folded_into_a_storm_or_a_group() {
     )];
     f.commit(crit, at(1));
     f.route(&mut desk, at(2));
-    let alerts = f.alerts(at(2));
+    let alerts = f.alerts();
     assert_eq!(alerts.len(), 2);
     assert_eq!(alerts[1].rule, "critical");
     assert_eq!(alerts[1].count, 1);
@@ -278,7 +267,7 @@ fn abnormal_results_of_one_patient_and_unit_are_grouped() {
     f.commit(abnormal("2951-2"), at(0));
     f.commit(abnormal("2075-0"), at(10));
     f.route(&mut desk, at(11));
-    let alerts = f.alerts(at(11));
+    let alerts = f.alerts();
     assert_eq!(alerts.len(), 1, "one alert for the group");
     assert_eq!(alerts[0].count, 2);
     assert!(
@@ -291,7 +280,7 @@ fn abnormal_results_of_one_patient_and_unit_are_grouped() {
     // Outside the window: a new alert.
     f.commit(abnormal("2345-7"), at(700));
     f.route(&mut desk, at(700));
-    assert_eq!(f.alerts(at(700)).len(), 2);
+    assert_eq!(f.alerts().len(), 2);
 }
 
 #[test]
@@ -305,7 +294,7 @@ fn a_held_alarm_is_cancelled_by_its_end_or_sent_when_the_window_ends() {
     f.commit(alarm("A1", "PM", "end"), at(10));
     f.route(&mut desk, at(10));
     f.fire(&mut desk, at(30));
-    let alerts = f.alerts(at(30));
+    let alerts = f.alerts();
     assert_eq!(
         alerts[0].state,
         State::Cancelled,
@@ -327,7 +316,7 @@ fn a_clear_that_arrives_before_its_alarm_cancels_it_on_arrival() {
     f.commit(alarm("A9", "PM", "end"), at(0));
     f.commit(alarm("A9", "PM", "start"), at(1));
     f.route(&mut desk, at(1));
-    let alerts = f.alerts(at(1));
+    let alerts = f.alerts();
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].state, State::Cancelled);
     assert!(f.notified().is_empty());
@@ -341,7 +330,7 @@ fn a_replayed_backlog_is_marked_late() {
     old.occurred_at = Some(at(-3 * 3600));
     f.commit(old, at(0));
     f.route(&mut desk, at(0));
-    let a = &f.alerts(at(0))[0];
+    let a = &f.alerts()[0];
     assert!(a.late);
     assert_eq!(a.deadline, None, "not escalated as if new");
     assert_eq!(f.notified()[0].2, "late");
@@ -381,7 +370,6 @@ fn after_a_restart_everything_resumes_once_and_overdue_deadlines_fire_at_once() 
             .collect::<Vec<_>>(),
         [("rn-a", "new"), ("rn-b", "escalation")]
     );
-    let _ = f.world(at(0));
 }
 
 #[test]
