@@ -63,7 +63,11 @@ pub struct Book {
     by_key: HashMap<String, i64>,
     by_group: HashMap<String, i64>,
     timers: BTreeSet<(DateTime<Utc>, i64)>,
-    held: BTreeSet<i64>,
+    /// Held alerts by the keys an event clearing them carries (the alarm's
+    /// sender and id, or an order number), so a new event looks up only the
+    /// held alerts it could clear.
+    held: HashMap<String, BTreeSet<i64>>,
+    held_keys: HashMap<i64, Vec<String>>,
     storms: HashMap<String, VecDeque<DateTime<Utc>>>,
     storm_alert: HashMap<String, i64>,
     early_clears: HashMap<String, DateTime<Utc>>,
@@ -79,10 +83,22 @@ impl Book {
         {
             self.by_group.remove(g);
         }
+        if let Some(keys) = self.held_keys.remove(&a.id) {
+            for k in keys {
+                if let Some(set) = self.held.get_mut(&k) {
+                    set.remove(&a.id);
+                    if set.is_empty() {
+                        self.held.remove(&k);
+                    }
+                }
+            }
+        }
         if a.state == State::Held {
-            self.held.insert(a.id);
-        } else {
-            self.held.remove(&a.id);
+            let keys = clear_keys(&a.event);
+            for k in &keys {
+                self.held.entry(k.clone()).or_default().insert(a.id);
+            }
+            self.held_keys.insert(a.id, keys);
         }
         if let Some(d) = a.deadline {
             self.timers.insert((d, a.id));
@@ -393,6 +409,21 @@ fn group_key(ev: &ClinicalEvent) -> String {
     key_of(&[DedupPart::Patient, DedupPart::Unit], "group", ev)
 }
 
+/// The keys under which an event could clear, or be cleared by, another:
+/// its alarm (sender and id) and its order numbers.
+fn clear_keys(ev: &ClinicalEvent) -> Vec<String> {
+    let mut out: Vec<String> = alarm_key(ev).into_iter().collect();
+    if let Some(o) = &ev.order {
+        for v in [&o.placer_id, &o.filler_id] {
+            let v = v.trim();
+            if !v.is_empty() {
+                out.push(format!("order\0{v}"));
+            }
+        }
+    }
+    out
+}
+
 /// The key an alarm's clear is remembered under when it comes first.
 fn alarm_key(ev: &ClinicalEvent) -> Option<String> {
     let a = ev.alarm.as_ref()?;
@@ -514,7 +545,13 @@ impl Desk {
         let rec = w.recipients();
         // Held alerts this event clears, whatever rule it matches.
         let mut cleared_any = false;
-        for id in self.book.held.clone() {
+        let candidates: BTreeSet<i64> = clear_keys(ev)
+            .iter()
+            .filter_map(|k| self.book.held.get(k))
+            .flatten()
+            .copied()
+            .collect();
+        for id in candidates {
             let Some(mut a) = self.get(s, loaded, id)? else {
                 continue;
             };
