@@ -34,11 +34,11 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::engine::Ack;
 use crate::alert::model::Reason;
 use crate::audit::AuditRecord;
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, BackendKind};
 use crate::journal::{AttemptUpdate, NotificationRow};
 use crate::listener::connection::Shared;
-use crate::redact::{Profile, Template};
-use webhook::Outcome;
+use crate::redact::{AlertView, Profile, Redacted, Template};
+pub use webhook::Outcome;
 
 /// A backend ready to deliver: its configuration, profile and template.
 pub struct Backend {
@@ -129,6 +129,20 @@ fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+/// What a transport is handed for one notification: the journal row, the
+/// redacted view under the backend's profile, and the rendered text. There
+/// is no way to reach the unredacted alert from here.
+pub struct Outgoing<'a> {
+    /// The notification (recipient, handle, idempotency key, tier).
+    pub row: &'a NotificationRow,
+    /// The alert as this backend may see it.
+    pub view: &'a Redacted<AlertView>,
+    /// The template's output (else the preview line).
+    pub text: &'a str,
+    /// Now, on the injected clock.
+    pub now: DateTime<Utc>,
+}
+
 /// Sends one notification; returns the outcome and the fields that left.
 async fn deliver_one(
     shared: &Arc<Shared>,
@@ -151,6 +165,7 @@ async fn deliver_one(
     };
     let reason = Reason::parse(&row.reason).unwrap_or(Reason::New);
     let view = crate::redact::redact(&alert, reason, &b.profile);
+    drop(alert);
     let text = match &b.template {
         Some(t) => match t.render(&view) {
             Ok(s) => s,
@@ -158,42 +173,22 @@ async fn deliver_one(
         },
         None => view.get().preview.clone(),
     };
-    let v = view.get();
-    let fields: Vec<String> = v.fields_sent.iter().map(|f| f.name().to_string()).collect();
-    let body = serde_json::json!({
-        "alert_id": v.alert_id,
-        "notification_id": row.id,
-        "idempotency_key": row.idempotency_key,
-        "recipient": { "member": row.member, "handle": row.handle },
-        "tier": row.tier,
-        "priority": v.priority,
-        "reason": v.reason,
-        "late": v.late,
-        "preview": v.preview,
-        "text": text,
-        "fields": v.values,
-        "ack": format!("/api/v1/alerts/{}/ack", v.alert_id),
-    });
-    let mut body = body;
-    if let Some(secret) = b
-        .cfg
-        .secret_env
-        .as_ref()
-        .and_then(|v| std::env::var(v).ok())
-        .filter(|s| !s.is_empty())
-    {
-        body["callback"] = serde_json::json!(format!(
-            "/api/v1/callbacks/{}",
-            callback_token(secret.as_bytes(), &b.cfg.name, v.alert_id, &row.member)
-        ));
-    }
-    let url = b.cfg.url.clone().unwrap_or_else(|| row.handle.clone());
-    let ts = shared.clock.now_utc().timestamp();
-    let body = serde_json::to_vec(&body).unwrap_or_default();
-    (
-        webhook::post(&b.cfg, &url, &row.idempotency_key, ts, body).await,
-        fields,
-    )
+    let fields: Vec<String> = view
+        .get()
+        .fields_sent
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    let out = Outgoing {
+        row,
+        view: &view,
+        text: &text,
+        now: shared.clock.now_utc(),
+    };
+    let outcome = match b.cfg.kind {
+        BackendKind::Webhook => webhook::deliver(&b.cfg, &out).await,
+    };
+    (outcome, fields)
 }
 
 /// True when every backend's copy of this notice (same alert, same notice)

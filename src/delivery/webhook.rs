@@ -18,6 +18,7 @@ use rustls::pki_types::ServerName;
 use sha2::Sha256;
 use tokio::net::TcpStream;
 
+use super::Outgoing;
 use crate::config::BackendConfig;
 use crate::listener::tls;
 
@@ -44,6 +45,40 @@ pub fn signature(secret: &[u8], ts: i64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Delivers one notification: the JSON document (redacted fields, text,
+/// acknowledgement links) POSTed to the backend's URL or the member's handle.
+pub async fn deliver(cfg: &BackendConfig, out: &Outgoing<'_>) -> Outcome {
+    let (row, v) = (out.row, out.view.get());
+    let mut body = serde_json::json!({
+        "alert_id": v.alert_id,
+        "notification_id": row.id,
+        "idempotency_key": row.idempotency_key,
+        "recipient": { "member": row.member, "handle": row.handle },
+        "tier": row.tier,
+        "priority": v.priority,
+        "reason": v.reason,
+        "late": v.late,
+        "preview": v.preview,
+        "text": out.text,
+        "fields": v.values,
+        "ack": format!("/api/v1/alerts/{}/ack", v.alert_id),
+    });
+    if let Some(secret) = cfg
+        .secret_env
+        .as_ref()
+        .and_then(|v| std::env::var(v).ok())
+        .filter(|s| !s.is_empty())
+    {
+        body["callback"] = serde_json::json!(format!(
+            "/api/v1/callbacks/{}",
+            super::callback_token(secret.as_bytes(), &cfg.name, v.alert_id, &row.member)
+        ));
+    }
+    let url = cfg.url.clone().unwrap_or_else(|| row.handle.clone());
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    post(cfg, &url, &row.idempotency_key, out.now.timestamp(), body).await
 }
 
 /// POSTs `body` to `url`.
