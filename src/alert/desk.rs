@@ -322,6 +322,7 @@ impl Pending {
                     reason: n.reason.as_str().to_string(),
                     state: "pending".into(),
                     idempotency_key: key,
+                    remote_ref: None,
                 });
             }
         }

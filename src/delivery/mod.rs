@@ -191,6 +191,78 @@ async fn deliver_one(
     (outcome, fields)
 }
 
+/// What a backend reported back about a notification it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// It reached the recipient's device.
+    Delivered,
+    /// The recipient read it (not an acknowledgement).
+    Read,
+    /// The recipient accepts.
+    Accept,
+    /// The recipient declines (escalates at once).
+    Decline,
+}
+
+/// Why a backend's reply was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// No notification of this backend is known by that reference.
+    #[error("no notification is known by this reference")]
+    Unknown,
+    /// The reply came from someone other than the notified recipient.
+    #[error("the reply did not come from the notified recipient")]
+    NotTheRecipient,
+    /// The alert refused it (closed, ...).
+    #[error(transparent)]
+    Desk(#[from] crate::alert::desk::DeskError),
+    /// The journal is unavailable.
+    #[error("journal unavailable")]
+    Journal,
+}
+
+/// Applies a backend's reply (a Matrix reaction, a WCTP reply, a FHIR
+/// Communication status) to the notification the backend of contact kind
+/// `contact` knows as `remote_ref`. `from` is the handle that answered when
+/// the backend says; it must be the handle that was notified, so nobody
+/// acknowledges for someone else through a backend.
+pub async fn apply_reply(
+    shared: &Arc<Shared>,
+    contact: &str,
+    remote_ref: &str,
+    from: Option<&str>,
+    reply: Reply,
+) -> Result<crate::alert::model::Alert, ReplyError> {
+    let (c, r) = (contact.to_string(), remote_ref.to_string());
+    let row = match shared
+        .journal
+        .with_storage(move |s| s.notification_by_ref(&c, &r))
+        .await
+    {
+        Ok(Ok(Some(row))) => row,
+        Ok(Ok(None)) => return Err(ReplyError::Unknown),
+        _ => return Err(ReplyError::Journal),
+    };
+    if from.is_some_and(|f| f != row.handle) {
+        return Err(ReplyError::NotTheRecipient);
+    }
+    let member = row.member;
+    let ack = match reply {
+        Reply::Delivered => Ack::Delivered { member },
+        Reply::Read => Ack::Read { member },
+        Reply::Accept => Ack::Accept {
+            member,
+            on_behalf_by: None,
+        },
+        Reply::Decline => Ack::Decline { member },
+    };
+    match crate::app::alerts::acknowledge(shared, row.alert_id, ack).await {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(e)) => Err(ReplyError::Desk(e)),
+        Err(_) => Err(ReplyError::Journal),
+    }
+}
+
 /// True when every backend's copy of this notice (same alert, same notice)
 /// is dead-lettered.
 async fn all_dead(shared: &Arc<Shared>, row: &NotificationRow) -> bool {
@@ -258,13 +330,13 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                 return;
             }
             let (outcome, fields) = deliver_one(&shared, &b, &row).await;
-            if matches!(outcome, Outcome::Delivered(_)) {
+            if matches!(outcome, Outcome::Delivered { .. }) {
                 crate::failpoint::hit("delivery.after-send");
             }
             let now = shared.clock.now_utc();
             let actor = format!("backend:{}", b.cfg.name);
             let (state, next, error, audit) = match &outcome {
-                Outcome::Delivered(status) => {
+                Outcome::Delivered { status, .. } => {
                     failures = 0;
                     crate::telemetry::Metrics::inc(&shared.metrics.deliveries_sent);
                     (
@@ -323,13 +395,17 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                 error,
                 at: now,
                 audit,
+                remote_ref: match &outcome {
+                    Outcome::Delivered { remote_ref, .. } => remote_ref.clone(),
+                    _ => None,
+                },
             };
             let recorded = shared
                 .journal
                 .with_storage(move |s| s.notification_attempt(&update))
                 .await;
             if matches!(recorded, Ok(Ok(true))) {
-                if matches!(outcome, Outcome::Delivered(_)) {
+                if matches!(outcome, Outcome::Delivered { .. }) {
                     let ack = Ack::Delivered {
                         member: row.member.clone(),
                     };

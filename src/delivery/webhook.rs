@@ -25,8 +25,14 @@ use crate::listener::tls;
 /// How a POST ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// 2xx.
-    Delivered(u16),
+    /// Accepted by the backend: its status code, and what it calls the
+    /// notification when it says (event id, tracking number, resource id).
+    Delivered {
+        /// Status (HTTP status, or 200 for protocols without one).
+        status: u16,
+        /// The backend's reference, kept in `notifications.remote_ref`.
+        remote_ref: Option<String>,
+    },
     /// Try again (after at least `retry_after` when the server said so).
     Retry {
         /// Status or error kind.
@@ -216,7 +222,10 @@ where
 /// Which answers are retried.
 pub fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {
     match status {
-        200..=299 => Outcome::Delivered(status),
+        200..=299 => Outcome::Delivered {
+            status,
+            remote_ref: None,
+        },
         408 | 425 | 429 | 500..=599 => Outcome::Retry {
             why: format!("status {status}"),
             retry_after,
@@ -248,7 +257,13 @@ mod tests {
 
     #[test]
     fn answers_are_classified_for_retry() {
-        assert_eq!(classify(204, None), Outcome::Delivered(204));
+        assert_eq!(
+            classify(204, None),
+            Outcome::Delivered {
+                status: 204,
+                remote_ref: None
+            }
+        );
         assert!(
             matches!(classify(503, Some(Duration::from_secs(2))), Outcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(2))
         );

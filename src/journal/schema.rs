@@ -14,11 +14,21 @@
 //! `notifications` (one row per recipient and backend, with an idempotency
 //! key, for the delivery outboxes); the routing cursor is `meta`
 //! `alerts.routed_event`.
+//!
+//! Version 3: `notifications.remote_ref` — what the backend calls a sent
+//! notification (a Matrix event id, a WCTP tracking number, a FHIR
+//! Communication id), so replies, reactions, receipts and status that come
+//! back find their alert and recipient.
 
 use rusqlite::Connection;
 
 /// Current schema version.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
+
+const V3: &str = "
+ALTER TABLE notifications ADD COLUMN remote_ref TEXT;
+CREATE INDEX notifications_remote ON notifications (backend, remote_ref) WHERE remote_ref IS NOT NULL;
+";
 
 const V1: &str = "
 CREATE TABLE messages (
@@ -178,6 +188,11 @@ pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     if version < 2 {
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {V2} PRAGMA user_version = 2; COMMIT;"
+        ))?;
+    }
+    if version < 3 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {V3} PRAGMA user_version = 3; COMMIT;"
         ))?;
     }
     Ok(())

@@ -1229,6 +1229,14 @@ impl Storage for SqliteStorage {
         self.guarded(|_, c| SqliteStorage::notification_backlog(c))
     }
 
+    fn notification_by_ref(
+        &mut self,
+        backend: &str,
+        remote_ref: &str,
+    ) -> Result<Option<super::NotificationRow>, StorageError> {
+        self.guarded(|_, c| SqliteStorage::notification_by_ref(c, backend, remote_ref))
+    }
+
     fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError> {
         let rec = record.clone();
         let outcome = rec.outcome.clone();

@@ -97,6 +97,9 @@ pub struct NotificationRow {
     pub state: String,
     /// Stable over redeliveries: the backend sees the same key again.
     pub idempotency_key: String,
+    /// What the backend calls it once sent (event id, tracking number,
+    /// resource id); replies and status find the notification by it.
+    pub remote_ref: Option<String>,
 }
 
 /// A backend's waiting notifications.
@@ -125,6 +128,8 @@ pub struct AttemptUpdate {
     pub at: DateTime<Utc>,
     /// Audit records (what left, to whom) written with it.
     pub audit: Vec<AuditRecord>,
+    /// What the backend calls the sent notification (kept when `None`).
+    pub remote_ref: Option<String>,
 }
 
 /// Everything one alert transition writes, in one transaction.
@@ -274,6 +279,14 @@ pub trait Storage: Send + 'static {
 
     /// Per backend (contact kind): notifications waiting, and the oldest one's creation time.
     fn notifications_backlog(&mut self) -> Result<Vec<Backlog>, StorageError>;
+
+    /// The notification a backend knows as `remote_ref` (its contact kind
+    /// `backend`), if any.
+    fn notification_by_ref(
+        &mut self,
+        backend: &str,
+        remote_ref: &str,
+    ) -> Result<Option<NotificationRow>, StorageError>;
 
     /// Appends one audit record on its own (events that change nothing
     /// else in the store: refused TLS clients, deliveries, logins).
@@ -495,6 +508,13 @@ macro_rules! delegate_admin_storage {
             &mut self,
         ) -> Result<Vec<$crate::journal::Backlog>, $crate::journal::StorageError> {
             self.$inner.notifications_backlog()
+        }
+        fn notification_by_ref(
+            &mut self,
+            backend: &str,
+            remote_ref: &str,
+        ) -> Result<Option<$crate::journal::NotificationRow>, $crate::journal::StorageError> {
+            self.$inner.notification_by_ref(backend, remote_ref)
         }
         fn audit(
             &mut self,

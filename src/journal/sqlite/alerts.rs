@@ -186,7 +186,7 @@ impl SqliteStorage {
         alert: Option<i64>,
     ) -> Result<Vec<NotificationRow>, Fail> {
         let mut stmt = conn.prepare(
-            "SELECT id, alert_id, seq, member, backend, handle, tier, reason, state, idempotency_key
+            "SELECT id, alert_id, seq, member, backend, handle, tier, reason, state, idempotency_key, remote_ref
              FROM notifications WHERE (?1 IS NULL OR alert_id = ?1) ORDER BY id",
         )?;
         let rows = stmt
@@ -202,6 +202,7 @@ impl SqliteStorage {
                     reason: r.get(7)?,
                     state: r.get(8)?,
                     idempotency_key: r.get(9)?,
+                    remote_ref: r.get(10)?,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -217,7 +218,7 @@ impl SqliteStorage {
         limit: usize,
     ) -> Result<Vec<(NotificationRow, u32)>, Fail> {
         let mut stmt = conn.prepare_cached(
-            "SELECT id, alert_id, seq, member, backend, handle, tier, reason, state, idempotency_key, attempts
+            "SELECT id, alert_id, seq, member, backend, handle, tier, reason, state, idempotency_key, attempts, remote_ref
              FROM notifications
              WHERE backend = ?1 AND state IN ('pending', 'retrying') AND next_attempt_at <= ?2
              ORDER BY next_attempt_at, id LIMIT ?3",
@@ -236,12 +237,36 @@ impl SqliteStorage {
                         reason: r.get(7)?,
                         state: r.get(8)?,
                         idempotency_key: r.get(9)?,
+                        remote_ref: r.get(11)?,
                     },
                     r.get::<_, i64>(10)? as u32,
                 ))
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    pub(super) fn notification_by_ref(
+        conn: &Connection,
+        backend: &str,
+        remote_ref: &str,
+    ) -> Result<Option<NotificationRow>, Fail> {
+        let id: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM notifications WHERE backend = ?1 AND remote_ref = ?2 ORDER BY id LIMIT 1",
+                [backend, remote_ref],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        let alert: i64 = conn.query_row(
+            "SELECT alert_id FROM notifications WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        Ok(Self::notification_list(conn, Some(alert))?
+            .into_iter()
+            .find(|n| n.id == id))
     }
 
     pub(super) fn notification_next(
@@ -267,14 +292,15 @@ impl SqliteStorage {
         let tx = conn.transaction()?;
         let changed = tx.execute(
             "UPDATE notifications SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3,
-                last_error = ?4, updated_at = ?5
+                last_error = ?4, updated_at = ?5, remote_ref = COALESCE(?6, remote_ref)
              WHERE id = ?1 AND state IN ('pending', 'retrying')",
             params![
                 u.id,
                 u.state,
                 to_micros(u.next_attempt_at),
                 u.error,
-                to_micros(u.at)
+                to_micros(u.at),
+                u.remote_ref
             ],
         )?;
         if changed > 0 {
