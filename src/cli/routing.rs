@@ -718,35 +718,28 @@ fn add_previews(
     at: DateTime<Utc>,
     out: &mut FileOut,
 ) {
-    let mut backends: Vec<crate::delivery::Backend> = cfg
+    // (name, profile, template) per configured backend; the default
+    // profile when none is configured.
+    let mut backends: Vec<(
+        String,
+        crate::redact::Profile,
+        Option<crate::redact::Template>,
+    )> = cfg
         .backends
         .iter()
-        .filter_map(|b| crate::delivery::Backend::prepare(b).ok())
+        .filter_map(|b| {
+            let profile = crate::redact::builtin(&b.profile)?;
+            let template = match &b.template {
+                Some(t) => Some(crate::redact::compile(&b.name, t, &profile).ok()?),
+                None => None,
+            };
+            Some((b.name.clone(), profile, template))
+        })
         .collect();
     if backends.is_empty()
         && let Some(profile) = crate::redact::builtin(crate::redact::DEFAULT_PROFILE)
     {
-        backends.push(crate::delivery::Backend {
-            cfg: crate::config::BackendConfig {
-                name: "(default)".into(),
-                kind: crate::config::BackendKind::Webhook,
-                contact: String::new(),
-                url: None,
-                profile: profile.name.clone(),
-                template: None,
-                end_to_end: false,
-                secret_env: None,
-                ca: None,
-                timeout: std::time::Duration::from_secs(10),
-                retry_initial: std::time::Duration::from_secs(1),
-                retry_max: std::time::Duration::from_secs(300),
-                max_attempts: 1,
-                circuit_failures: 1,
-                circuit_open: std::time::Duration::from_secs(30),
-            },
-            profile,
-            template: None,
-        });
+        backends.push(("(default)".into(), profile, None));
     }
     let rules = &cfg.rules;
     for a in out.alerts.iter_mut().chain(out.test_alerts.iter_mut()) {
@@ -762,13 +755,13 @@ fn add_previews(
             continue;
         };
         let alert = crate::alert::model::Alert::transient(r, ev, at);
-        for b in &backends {
-            let view = crate::redact::redact(&alert, crate::alert::model::Reason::New, &b.profile);
+        for (name, profile, template) in &backends {
+            let view = crate::redact::redact(&alert, crate::alert::model::Reason::New, profile);
             a.previews.push(PreviewOut {
-                backend: b.cfg.name.clone(),
-                profile: b.profile.name.clone(),
+                backend: name.clone(),
+                profile: profile.name.clone(),
                 preview: view.get().preview.clone(),
-                text: b.template.as_ref().and_then(|t| t.render(&view).ok()),
+                text: template.as_ref().and_then(|t| t.render(&view).ok()),
                 fields: view
                     .get()
                     .fields_sent

@@ -38,6 +38,10 @@ pub struct BackendConfig {
     pub secret_env: Option<String>,
     /// CA bundle for `https` endpoints.
     pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to `https` endpoints that ask.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub client_key: Option<PathBuf>,
     /// Per request, connect to last byte.
     pub timeout: Duration,
     /// First retry delay (doubling, jittered).
@@ -127,6 +131,20 @@ impl Validator<'_> {
                     }
                 }
             }
+            if b.client_cert.is_some() != b.client_key.is_some() {
+                let which = if b.client_cert.is_some() {
+                    "client_key"
+                } else {
+                    "client_cert"
+                };
+                self.error(&p.key(which), "`client_cert` and `client_key` go together");
+            }
+            if b.client_cert.is_some() && b.ca.is_none() {
+                self.error(
+                    &p.key("ca"),
+                    "a client certificate is only sent over https: set `ca`",
+                );
+            }
             if let Some(var) = &b.secret_env
                 && var.trim().is_empty()
             {
@@ -142,6 +160,8 @@ impl Validator<'_> {
                 end_to_end,
                 secret_env: b.secret_env.clone(),
                 ca: b.ca.as_deref().map(|c| self.path(c)),
+                client_cert: b.client_cert.as_deref().map(|c| self.path(c)),
+                client_key: b.client_key.as_deref().map(|c| self.path(c)),
                 timeout: Duration::from_secs(self.positive(
                     &p.key("timeout_secs"),
                     b.timeout_secs,

@@ -229,6 +229,8 @@ pub struct RawBackend {
     pub end_to_end: Option<bool>,
     pub secret_env: Option<String>,
     pub ca: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
     pub timeout_secs: Option<u64>,
     pub retry_initial_ms: Option<u64>,
     pub retry_max_secs: Option<u64>,

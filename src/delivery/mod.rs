@@ -22,6 +22,7 @@
 //!   the journal; a worker only takes `pending`/`retrying` rows and an
 //!   attempt recorded after a cancellation writes nothing).
 
+pub mod http;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct Backend {
     pub profile: Profile,
     /// Compiled template (else the preview line is the text).
     pub template: Option<Template>,
+    /// HTTP client (TLS trust and client identity built once).
+    pub http: http::Client,
 }
 
 impl Backend {
@@ -63,10 +66,19 @@ impl Backend {
             ),
             None => None,
         };
+        let http = http::Client::new(
+            &http::TlsSettings {
+                ca: cfg.ca.clone(),
+                identity: cfg.client_cert.clone().zip(cfg.client_key.clone()),
+            },
+            cfg.timeout,
+        )
+        .map_err(|e| format!("backend {}: {e}", cfg.name))?;
         Ok(Backend {
             cfg: cfg.clone(),
             profile,
             template,
+            http,
         })
     }
 }
@@ -186,7 +198,7 @@ async fn deliver_one(
         now: shared.clock.now_utc(),
     };
     let outcome = match b.cfg.kind {
-        BackendKind::Webhook => webhook::deliver(&b.cfg, &out).await,
+        BackendKind::Webhook => webhook::deliver(b, &out).await,
     };
     (outcome, fields)
 }

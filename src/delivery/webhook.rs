@@ -2,25 +2,20 @@
 //! notification, signed with HMAC-SHA256 over `timestamp.body`
 //! (`X-Switchboard-Signature: sha256=<hex>`, `X-Switchboard-Timestamp`), with
 //! the notification's `Idempotency-Key` (the same on every retry, so the
-//! receiver can drop repeats). TLS with the configured CA for `https`.
+//! receiver can drop repeats). TLS with the configured CA for `https`, and a
+//! client certificate when one is configured (mutual TLS).
 //! Answers: 2xx delivered; 408, 425, 429 and 5xx retried (honouring
 //! `Retry-After` in seconds or as an HTTP date); any other 4xx is permanent
 //! (dead-lettered); transport errors and timeouts are retried.
 
 use std::time::Duration;
 
-use axum::http::{Request, Uri, header};
-use bytes::Bytes;
+use axum::http::{Method, header};
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use sha2::Sha256;
-use tokio::net::TcpStream;
 
-use super::Outgoing;
-use crate::config::BackendConfig;
-use crate::listener::tls;
+use super::http::HttpError;
+use super::{Backend, Outgoing};
 
 /// How a POST ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +50,8 @@ pub fn signature(secret: &[u8], ts: i64, body: &[u8]) -> String {
 
 /// Delivers one notification: the JSON document (redacted fields, text,
 /// acknowledgement links) POSTed to the backend's URL or the member's handle.
-pub async fn deliver(cfg: &BackendConfig, out: &Outgoing<'_>) -> Outcome {
+pub async fn deliver(b: &Backend, out: &Outgoing<'_>) -> Outcome {
+    let cfg = &b.cfg;
     let (row, v) = (out.row, out.view.get());
     let mut body = serde_json::json!({
         "alert_id": v.alert_id,
@@ -71,12 +67,19 @@ pub async fn deliver(cfg: &BackendConfig, out: &Outgoing<'_>) -> Outcome {
         "fields": v.values,
         "ack": format!("/api/v1/alerts/{}/ack", v.alert_id),
     });
-    if let Some(secret) = cfg
-        .secret_env
-        .as_ref()
-        .and_then(|v| std::env::var(v).ok())
-        .filter(|s| !s.is_empty())
-    {
+    let secret = match &cfg.secret_env {
+        None => None,
+        Some(var) => match std::env::var(var) {
+            Ok(s) if !s.is_empty() => Some(s),
+            _ => {
+                return Outcome::Retry {
+                    why: format!("signing secret ${var} is not set"),
+                    retry_after: None,
+                };
+            }
+        },
+    };
+    if let Some(secret) = &secret {
         body["callback"] = serde_json::json!(format!(
             "/api/v1/callbacks/{}",
             super::callback_token(secret.as_bytes(), &cfg.name, v.alert_id, &row.member)
@@ -84,139 +87,47 @@ pub async fn deliver(cfg: &BackendConfig, out: &Outgoing<'_>) -> Outcome {
     }
     let url = cfg.url.clone().unwrap_or_else(|| row.handle.clone());
     let body = serde_json::to_vec(&body).unwrap_or_default();
-    post(cfg, &url, &row.idempotency_key, out.now.timestamp(), body).await
+    let ts = out.now.timestamp();
+    let mut headers = vec![
+        ("content-type", "application/json".to_string()),
+        ("idempotency-key", row.idempotency_key.clone()),
+        ("x-switchboard-timestamp", ts.to_string()),
+    ];
+    if let Some(secret) = &secret {
+        headers.push((
+            "x-switchboard-signature",
+            signature(secret.as_bytes(), ts, &body),
+        ));
+    }
+    match b
+        .http
+        .send(Method::POST, &url, &headers, body, 64 * 1024)
+        .await
+    {
+        Ok(resp) => classify(
+            resp.status,
+            resp.headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after),
+        ),
+        Err(e) => from_http_error(e),
+    }
 }
 
-/// POSTs `body` to `url`.
-pub async fn post(
-    cfg: &BackendConfig,
-    url: &str,
-    idempotency_key: &str,
-    ts: i64,
-    body: Vec<u8>,
-) -> Outcome {
-    match tokio::time::timeout(cfg.timeout, send(cfg, url, idempotency_key, ts, body)).await {
-        Ok(o) => o,
-        Err(_) => Outcome::Retry {
+/// How a request that got no answer ends.
+pub fn from_http_error(e: HttpError) -> Outcome {
+    match e {
+        HttpError::Invalid(why) => Outcome::Permanent(why),
+        HttpError::Transport(why) => Outcome::Retry {
+            why,
+            retry_after: None,
+        },
+        HttpError::Timeout => Outcome::Retry {
             why: "timeout".into(),
             retry_after: None,
         },
     }
-}
-
-async fn send(cfg: &BackendConfig, url: &str, key: &str, ts: i64, body: Vec<u8>) -> Outcome {
-    let uri: Uri = match url.parse() {
-        Ok(u) => u,
-        Err(_) => return Outcome::Permanent("invalid URL".into()),
-    };
-    let Some(host) = uri.host().map(str::to_string) else {
-        return Outcome::Permanent("URL without a host".into());
-    };
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Outcome::Permanent("URL scheme must be http or https".into()),
-    };
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let mut req = Request::post(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-        .header(
-            header::HOST,
-            uri.authority().map(|a| a.as_str()).unwrap_or(&host),
-        )
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("Idempotency-Key", key)
-        .header("X-Switchboard-Timestamp", ts.to_string());
-    if let Some(var) = &cfg.secret_env {
-        match std::env::var(var) {
-            Ok(secret) if !secret.is_empty() => {
-                req = req.header(
-                    "X-Switchboard-Signature",
-                    signature(secret.as_bytes(), ts, &body),
-                );
-            }
-            _ => {
-                return Outcome::Retry {
-                    why: format!("signing secret ${var} is not set"),
-                    retry_after: None,
-                };
-            }
-        }
-    }
-    let req = match req.body(Full::new(Bytes::from(body))) {
-        Ok(r) => r,
-        Err(_) => return Outcome::Permanent("invalid request".into()),
-    };
-    let tcp = match TcpStream::connect((host.as_str(), port)).await {
-        Ok(t) => t,
-        Err(e) => {
-            return Outcome::Retry {
-                why: format!("connect: {}", e.kind()),
-                retry_after: None,
-            };
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    if https {
-        let Some(ca) = &cfg.ca else {
-            return Outcome::Permanent("https without a CA".into());
-        };
-        let config = match tls::client_config(ca) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Permanent(format!("tls: {e}")),
-        };
-        let Ok(name) = ServerName::try_from(host.clone()) else {
-            return Outcome::Permanent("invalid server name".into());
-        };
-        match tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-        {
-            Ok(s) => exchange(s, req).await,
-            Err(e) => Outcome::Retry {
-                why: format!("tls: {}", e.kind()),
-                retry_after: None,
-            },
-        }
-    } else {
-        exchange(tcp, req).await
-    }
-}
-
-async fn exchange<S>(stream: S, req: Request<Full<Bytes>>) -> Outcome
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(x) => x,
-        Err(_) => {
-            return Outcome::Retry {
-                why: "http handshake".into(),
-                retry_after: None,
-            };
-        }
-    };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let resp = match sender.send_request(req).await {
-        Ok(r) => r,
-        Err(_) => {
-            return Outcome::Retry {
-                why: "no answer".into(),
-                retry_after: None,
-            };
-        }
-    };
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    // Drain (bounded) so the connection closes cleanly; the body is ignored.
-    let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;
-    classify(status, retry_after)
 }
 
 /// Which answers are retried.

@@ -92,15 +92,34 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
 /// A client configuration trusting the CA bundle at `ca` (for delivering
 /// application acknowledgements over TLS).
 pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_with_identity(ca, None)
+}
+
+/// A client configuration trusting the CA bundle at `ca` that presents the
+/// certificate chain and key at `identity` (`(cert, key)` PEM files) when
+/// the server asks for one (mutual TLS).
+pub fn client_config_with_identity(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in load_certs(ca)? {
         roots.add(c).map_err(|e| file_err(ca, e))?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = load_certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::Rustls(e.to_string()))?
+        }
+    };
     Ok(Arc::new(config))
 }
 
