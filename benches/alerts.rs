@@ -174,6 +174,7 @@ fn main() {
         late_after: Duration::from_secs(86_400),
         storm_threshold: 0,
         storm_window: Duration::from_secs(60),
+        outbox_max_per_backend: usize::MAX,
     };
 
     // Journal n messages, 1,000 per transaction.

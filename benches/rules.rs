@@ -56,18 +56,19 @@ member = "s0"
 "#,
     );
     for m in ["h0", "h1", "h2", "h3", "h4", "h5", "s0", "s1"] {
-        hosp +=
-            &format!("[[members]]\nid = \"{m}\"\ncontacts = {{ matrix = \"@{m}:localhost\" }}\n");
+        hosp.push_str(&format!(
+            "[[members]]\nid = \"{m}\"\ncontacts = {{ matrix = \"@{m}:localhost\" }}\n"
+        ));
     }
     let start = chrono::NaiveDate::from_ymd_opt(2026, 1, 6).expect("date");
     for w in 0..52 {
         let d = start + Duration::days(7 * w + 1);
-        hosp += &format!(
+        hosp.push_str(&format!(
             "[[overrides]]\nrole = \"hospitalist\"\nmember = \"h{}\"\nstart = \"{}T19:00\"\nend = \"{}T07:00\"\nreason = \"swap\"\n",
             w % 4,
             d,
             d + Duration::days(1)
-        );
+        ));
     }
     let mut icu = String::from(
         r#"
@@ -98,10 +99,10 @@ role = "house-supervisor"
     );
     for w in 0..26 {
         let d = start + Duration::days(14 * w + 3);
-        icu += &format!(
+        icu.push_str(&format!(
             "[[overrides]]\nrole = \"charge-nurse\"\nmember = \"rn-day\"\nstart = \"{d}T19:00\"\nend = \"{}T07:00\"\n",
             d + Duration::days(1)
-        );
+        ));
     }
     let radiology = r#"
 name = "radiology"
@@ -253,7 +254,7 @@ fn bench_rules(c: &mut Criterion) {
     let ev = event();
 
     let last: String =
-        (0..RULES - 1).map(|i| miss(i, false)).collect::<String>() + &hit(RULES, false);
+        (0..RULES - 1).map(|i| miss(i, false)).collect::<String>() + hit(RULES, false).as_str();
     let none: String = (0..RULES).map(|i| miss(i, false)).collect();
     let cont: String = (0..RULES)
         .map(|i| {

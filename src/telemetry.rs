@@ -8,10 +8,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Installs the tracing subscriber (`RUST_LOG` filters; default `info`).
+/// The filter without `RUST_LOG`: `info`, but only warnings and errors
+/// from the Matrix SDK and its crypto (their info and debug lines name
+/// rooms, devices and event types at a rate no operator needs, and must
+/// never be a way for content to reach a log).
+pub const DEFAULT_FILTER: &str = "info,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=warn,\
+matrix_sdk_sqlite=warn,matrix_sdk_common=warn,ruma=warn,ruma_common=warn,vodozemac=warn";
+
+/// Installs the tracing subscriber (`RUST_LOG` filters; default
+/// [`DEFAULT_FILTER`]).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -71,12 +79,76 @@ pub struct Metrics {
     pub deliveries_retried: AtomicU64,
     /// Notifications dead-lettered.
     pub deliveries_dead: AtomicU64,
+    /// Messages per (sender, message type): accepted and rejected.
+    pub feeds: dashmap::DashMap<(String, String), FeedCounts>,
+    /// When each configured sender's last message arrived (tokio's clock).
+    pub feed_seen: dashmap::DashMap<String, tokio::time::Instant>,
+    /// Operator alarms raised.
+    pub operator_alarms_raised: AtomicU64,
+}
+
+/// Messages of one sender and type.
+#[derive(Debug, Default)]
+pub struct FeedCounts {
+    /// Answered AA/CA (or accepted with no acknowledgement asked).
+    pub accepted: AtomicU64,
+    /// Answered with an error.
+    pub rejected: AtomicU64,
 }
 
 impl Metrics {
     /// Adds one.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one message of `sender` (unconfigured senders are counted as
+    /// `-`) and `message_type`, and notes that the sender is alive.
+    pub fn feed(&self, sender: Option<&str>, message_type: &str, accepted: bool) {
+        let s = sender.unwrap_or("-");
+        let t = if message_type.is_empty() {
+            "-"
+        } else {
+            message_type
+        };
+        let key = (s.to_string(), t.to_string());
+        let counts = self.feeds.entry(key).or_default();
+        Self::inc(if accepted {
+            &counts.accepted
+        } else {
+            &counts.rejected
+        });
+        if let Some(s) = sender {
+            self.feed_seen
+                .insert(s.to_string(), tokio::time::Instant::now());
+        }
+    }
+
+    /// The per-feed counters in the Prometheus text format.
+    pub fn render_feeds(&self) -> String {
+        let mut rows: Vec<(String, String, u64, u64)> = self
+            .feeds
+            .iter()
+            .map(|e| {
+                (
+                    e.key().0.clone(),
+                    e.key().1.clone(),
+                    e.value().accepted.load(Ordering::Relaxed),
+                    e.value().rejected.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        rows.sort();
+        let mut out = String::from("# TYPE switchboard_feed_messages_total counter\n");
+        for (sender, ty, acc, rej) in rows {
+            let (sender, ty) = (label(&sender), label(&ty));
+            let _ = writeln!(
+                out,
+                "switchboard_feed_messages_total{{sender=\"{sender}\",type=\"{ty}\",result=\"accepted\"}} {acc}\n\
+                 switchboard_feed_messages_total{{sender=\"{sender}\",type=\"{ty}\",result=\"rejected\"}} {rej}"
+            );
+        }
+        out
     }
 
     /// Renders the counters in the Prometheus text format.
@@ -207,6 +279,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A Prometheus label value: quotes, backslashes and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Rate limit for a log line about a repeated event (a connection flood, a

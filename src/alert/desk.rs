@@ -260,6 +260,11 @@ pub struct Desk {
     cfg: AlertsConfig,
     /// Operator alarms raised (exhausted escalations).
     pub operator_alarms: u64,
+    /// Where operator alarms go (none in tests and `route`).
+    pub alarms: Option<std::sync::Arc<crate::operator::Alarms>>,
+    /// Which transitions owe status reports (alarm sources, EHR
+    /// write-back); queued in the transition's own transaction.
+    pub status: crate::status::Hooks,
 }
 
 /// One step's output, gathered before it is written.
@@ -269,10 +274,11 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(now: DateTime<Utc>) -> Self {
+    fn new(now: DateTime<Utc>, outbox_max: usize) -> Self {
         Pending {
             write: AlertWrite {
                 at: now,
+                outbox_max: Some(outbox_max),
                 ..AlertWrite::default()
             },
             audit_from: HashMap::new(),
@@ -288,6 +294,18 @@ impl Pending {
         if let Some(why) = &fx.operator_alarm {
             desk.operator_alarms += 1;
             tracing::error!(alert = a.id, rule = %a.rule, "{why}: operator action needed");
+            if let Some(alarms) = &desk.alarms {
+                alarms.raise(
+                    crate::operator::Kind::EscalationExhausted,
+                    &format!("alert:{}", a.id),
+                    &format!(
+                        "rule {}, priority {}: failsafe reached, unanswered",
+                        a.rule,
+                        a.priority.as_str()
+                    ),
+                    w.now,
+                );
+            }
         }
         // Notifications: each notice not yet written, per contact backend.
         let first_new = a.notified.len()
@@ -327,6 +345,10 @@ impl Pending {
             }
         }
         let from = *self.audit_from.get(&a.id).unwrap_or(&0);
+        let reports = desk
+            .status
+            .reports(a, from.min(a.timeline.len()), first_new, w.now);
+        self.write.status.extend(reports);
         for s in &a.timeline[from.min(a.timeline.len())..] {
             self.write.audit.push(AuditRecord::new(
                 s.at,
@@ -463,6 +485,8 @@ impl Desk {
             cursor,
             cfg,
             operator_alarms: 0,
+            alarms: None,
+            status: crate::status::Hooks::default(),
         })
     }
 
@@ -487,7 +511,7 @@ impl Desk {
         let Some(&(last, _)) = events.last() else {
             return Ok(0);
         };
-        let mut p = Pending::new(w.now);
+        let mut p = Pending::new(w.now, self.cfg.outbox_max_per_backend);
         let mut loaded: HashMap<i64, Alert> = HashMap::new();
         let saved_next = self.next_id;
         let result = (|| {
@@ -787,7 +811,7 @@ impl Desk {
             return Ok(0);
         }
         let rec = w.recipients();
-        let mut p = Pending::new(w.now);
+        let mut p = Pending::new(w.now, self.cfg.outbox_max_per_backend);
         for id in &due {
             let Some(mut a) = s.alert(*id)? else {
                 self.book.forget_timer(*id);
@@ -814,7 +838,7 @@ impl Desk {
         ack: &Ack,
     ) -> Result<Alert, DeskError> {
         let mut a = s.alert(id)?.ok_or(DeskError::NotFound)?;
-        let mut p = Pending::new(w.now);
+        let mut p = Pending::new(w.now, self.cfg.outbox_max_per_backend);
         p.audit_from.insert(a.id, a.timeline.len());
         let fx = a.on_ack(ack, w.now, &w.recipients())?;
         p.record(&a, &fx, w, self);

@@ -86,6 +86,7 @@ fn cfg(storm_threshold: u32) -> AlertsConfig {
         late_after: std::time::Duration::from_secs(3600),
         storm_threshold,
         storm_window: std::time::Duration::from_secs(60),
+        outbox_max_per_backend: 10_000,
     }
 }
 
@@ -238,6 +239,36 @@ fn a_storm_of_low_priority_alarms_folds_into_one_summary() {
     );
     // Four pages, not six.
     assert_eq!(f.notified().len(), 4);
+}
+
+#[test]
+fn a_full_outbox_dead_letters_new_notifications_with_an_audit_record_instead_of_growing() {
+    let mut f = fixture();
+    let mut c = cfg(0);
+    c.outbox_max_per_backend = 2;
+    let mut desk = f.desk(c, t0());
+    for (i, code) in ["2823-3", "2951-2", "2160-0"].iter().enumerate() {
+        let mut crit = result_event();
+        crit.observations = vec![obs("LN", code, &["HH"], crate::event::ResultStatus::Final)];
+        f.commit(crit, at(i as i64));
+    }
+    f.route(&mut desk, at(5));
+    let rows = f.storage.notifications(None).unwrap();
+    assert_eq!(rows.len(), 3, "every notification is written");
+    let states: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
+    assert_eq!(states, ["pending", "pending", "dead"]);
+    let audit = rusqlite::Connection::open(&f.path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM notifications WHERE last_error = 'outbox full'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap();
+    assert_eq!(audit, 1);
+    // The alert whose notification could not be queued still escalates on time.
+    let third = f.alerts().into_iter().nth(2).unwrap();
+    assert!(third.deadline.is_some(), "its tier timer runs");
 }
 
 #[test]

@@ -99,7 +99,11 @@ impl Gateway {
         let mut storage = storage;
         let census = load_census(&mut *storage, &config)?;
         let console = storage.rosters_current()?;
-        let desk = Desk::load(&mut *storage, config.alerts.clone(), clock.now_utc())?;
+        let mut desk = Desk::load(&mut *storage, config.alerts.clone(), clock.now_utc())?;
+        let metrics = Arc::new(Metrics::default());
+        let alarms = Arc::new(crate::operator::Alarms::new(metrics.clone()));
+        desk.alarms = Some(alarms.clone());
+        desk.status = crate::status::Hooks::new(&config.status);
         tracing::info!(live_alerts = desk.live(), "alerts loaded from the journal");
         let alert_wake = Arc::new(Notify::new());
         let mut census_hook = census.after_commit();
@@ -122,7 +126,7 @@ impl Gateway {
             config: Arc::new(config),
             journal,
             clock,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             outbox_wake: Arc::new(Notify::new()),
             census,
             routing,
@@ -130,6 +134,7 @@ impl Gateway {
             alert_wake,
             timer_wake: Arc::new(Notify::new()),
             delivery_wake: Arc::new(Notify::new()),
+            alarms,
         });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -160,16 +165,60 @@ impl Gateway {
         tasks.spawn(census_snapshots(shared.clone(), shutdown.clone()));
         tasks.spawn(alerts::route(shared.clone(), shutdown.clone()));
         tasks.spawn(alerts::timers(shared.clone(), shutdown.clone()));
+        tasks.spawn(crate::operator::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(crate::operator::heartbeat(shared.clone(), shutdown.clone()));
+        tasks.spawn(crate::operator::watch::run(
+            shared.clone(),
+            shutdown.clone(),
+        ));
         if shared.config.backends.is_empty() {
             tracing::warn!(
                 "no [[backends]] configured: alerts are raised, escalated and audited, but nobody is notified"
             );
         }
         for cfg in &shared.config.backends {
-            let backend = crate::delivery::Backend::prepare(cfg).map_err(StartError::Backend)?;
+            let mut prepared =
+                crate::delivery::Backend::prepare(cfg).map_err(StartError::Backend)?;
+            if cfg.kind == crate::config::BackendKind::Matrix {
+                // Reactions, replies and read receipts come back through /sync.
+                let link = crate::delivery::matrix::Link::new(cfg, &shared.config.storage.data_dir)
+                    .map_err(StartError::Backend)?;
+                let link = Arc::new(link);
+                prepared.matrix = Some(link.clone());
+                tasks.spawn(crate::delivery::matrix::sync::run(
+                    shared.clone(),
+                    link,
+                    shutdown.clone(),
+                ));
+            }
+            let backend = Arc::new(prepared);
+            if cfg.kind == crate::config::BackendKind::FhirCommunication {
+                // Receipts and replies are read back from the FHIR server.
+                tasks.spawn(crate::delivery::fhir::poll(
+                    shared.clone(),
+                    backend.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            if cfg.kind == crate::config::BackendKind::Wctp {
+                // Status and replies come back by polling the carrier.
+                tasks.spawn(crate::delivery::wctp::poll::run(
+                    shared.clone(),
+                    backend.clone(),
+                    shutdown.clone(),
+                ));
+            }
             tasks.spawn(crate::delivery::run(
                 shared.clone(),
-                Arc::new(backend),
+                backend,
+                shutdown.clone(),
+            ));
+        }
+        // Status owed to alarm sources (ORA^R41) and the EHR write-back.
+        for target in crate::status::targets(&shared.config).map_err(StartError::Backend)? {
+            tasks.spawn(crate::status::run(
+                shared.clone(),
+                Arc::new(target),
                 shutdown.clone(),
             ));
         }

@@ -105,6 +105,10 @@ pub struct AlertsConfig {
     pub storm_threshold: u32,
     /// The storm counting window.
     pub storm_window: Duration,
+    /// The most notifications one backend's outbox holds waiting; beyond
+    /// it a notification is dead-lettered (`outbox full`), audited and left
+    /// to the tier timer to escalate, so a long outage cannot fill the disk.
+    pub outbox_max_per_backend: usize,
 }
 
 /// `[reload]`.
@@ -132,6 +136,11 @@ impl Validator<'_> {
                 raw.storm_window_secs,
                 60,
             )),
+            outbox_max_per_backend: self.positive_usize(
+                &p.key("outbox_max_per_backend"),
+                raw.outbox_max_per_backend,
+                10_000,
+            ),
         }
     }
 

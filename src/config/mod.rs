@@ -9,6 +9,8 @@
 mod backends;
 mod error;
 mod live;
+mod operator_alarms;
+mod writeback;
 pub(crate) mod locate;
 #[allow(missing_docs)]
 pub mod raw;
@@ -21,7 +23,9 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use ipnet::IpNet;
 
-pub use backends::{BackendConfig, BackendKind};
+pub use backends::{BackendConfig, BackendKind, MatrixSettings, WctpSettings};
+pub use operator_alarms::OperatorAlarmsConfig;
+pub use writeback::{AlarmSourceConfig, FhirSettings, StatusConfig, StatusRetry, WritebackConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use live::{AlertsConfig, CensusConfig, OperatorConfig, Permission, ReloadConfig};
 use locate::{FieldPath, Locator};
@@ -67,6 +71,11 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Where notifications are delivered.
     pub backends: Vec<BackendConfig>,
+    /// Alarms for the operators, on their own channel.
+    pub operator_alarms: OperatorAlarmsConfig,
+    /// Status flowing back: the EHR write-back and alarm sources
+    /// (`[alerts.writeback]`, `[[alerts.alarm_sources]]`).
+    pub status: StatusConfig,
     /// Roster folder.
     pub rosters_dir: PathBuf,
     /// Mapping folder.
@@ -295,6 +304,9 @@ pub struct SenderConfig {
     pub reject_unknown_types: bool,
     /// Where application acknowledgements go (enhanced mode, MSH-16).
     pub return_destination: Option<ReturnDestination>,
+    /// No message from this feed for this long raises a `feed_silent`
+    /// operator alarm (`None`: not watched).
+    pub silent_after: Option<std::time::Duration>,
 }
 
 impl SenderConfig {
@@ -692,6 +704,14 @@ impl Validator<'_> {
         let reload = self.reload(&raw.reload);
         let alerts = self.alerts(&raw.alerts);
         let backends = self.backends(&raw.backends);
+        let operator_alarms = self.operator_alarms(&raw.operator_alarms);
+        let sender_names: Vec<String> = senders.iter().map(|s| s.name.clone()).collect();
+        let status = self.status(
+            raw.demo,
+            raw.alerts.writeback.as_ref(),
+            &raw.alerts.alarm_sources,
+            &sender_names,
+        );
 
         let rosters_dir = self.path(raw.rosters_dir.as_deref().unwrap_or("rosters"));
         let mappings_dir = self.path(raw.mappings_dir.as_deref().unwrap_or("mappings"));
@@ -720,6 +740,8 @@ impl Validator<'_> {
             reload,
             alerts,
             backends,
+            operator_alarms,
+            status,
             rosters_dir,
             mappings_dir,
             rosters,
@@ -1050,6 +1072,13 @@ impl Validator<'_> {
             default_charset,
             reject_unknown_types: s.reject_unknown_types,
             return_destination,
+            silent_after: s.silent_after_secs.map(|_| {
+                std::time::Duration::from_secs(self.positive(
+                    &p.key("silent_after_secs"),
+                    s.silent_after_secs,
+                    0,
+                ))
+            }),
         }
     }
 }

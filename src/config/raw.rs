@@ -46,6 +46,8 @@ pub struct RawConfig {
     pub alerts: RawAlerts,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
+    #[serde(default)]
+    pub operator_alarms: super::operator_alarms::RawOperatorAlarms,
     pub rosters_dir: Option<String>,
     /// Folder of mapping files (relative to this file).
     pub mappings_dir: Option<String>,
@@ -139,6 +141,7 @@ pub struct RawSender {
     pub return_tls: bool,
     pub return_server_name: Option<String>,
     pub return_ca: Option<String>,
+    pub silent_after_secs: Option<u64>,
     #[serde(default = "default_true")]
     pub return_await_answer: bool,
 }
@@ -215,6 +218,12 @@ pub struct RawAlerts {
     pub late_after_secs: Option<u64>,
     pub storm_threshold: Option<u32>,
     pub storm_window_secs: Option<u64>,
+    pub outbox_max_per_backend: Option<usize>,
+    /// `[alerts.writeback]` (see `config::writeback`).
+    pub writeback: Option<super::writeback::RawWriteback>,
+    /// `[[alerts.alarm_sources]]` (see `config::writeback`).
+    #[serde(default)]
+    pub alarm_sources: Vec<super::writeback::RawAlarmSource>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,4 +246,18 @@ pub struct RawBackend {
     pub max_attempts: Option<u32>,
     pub circuit_failures: Option<u32>,
     pub circuit_open_secs: Option<u64>,
+    // kind = "wctp"
+    pub sender_id: Option<String>,
+    pub security_code_env: Option<String>,
+    pub poll_secs: Option<u64>,
+    pub max_chars: Option<usize>,
+    pub mcr: Option<bool>,
+    // kind = "fhir-communication" (also `poll_secs`)
+    pub token_env: Option<String>,
+    // kind = "matrix"
+    pub homeserver: Option<String>,
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub store_passphrase_env: Option<String>,
+    pub device_name: Option<String>,
 }

@@ -22,7 +22,10 @@
 //!   the journal; a worker only takes `pending`/`retrying` rows and an
 //!   attempt recorded after a cancellation writes nothing).
 
+pub mod fhir;
 pub mod http;
+pub mod matrix;
+pub mod wctp;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -38,6 +41,7 @@ use crate::audit::AuditRecord;
 use crate::config::{BackendConfig, BackendKind};
 use crate::journal::{AttemptUpdate, NotificationRow};
 use crate::listener::connection::Shared;
+use crate::operator::Kind;
 use crate::redact::{AlertView, Profile, Redacted, Template};
 pub use webhook::Outcome;
 
@@ -51,6 +55,9 @@ pub struct Backend {
     pub template: Option<Template>,
     /// HTTP client (TLS trust and client identity built once).
     pub http: http::Client,
+    /// The Matrix connection (`kind = "matrix"`; set when the gateway
+    /// starts, with the data folder it uses).
+    pub matrix: Option<Arc<matrix::Link>>,
 }
 
 impl Backend {
@@ -79,6 +86,7 @@ impl Backend {
             profile,
             template,
             http,
+            matrix: None,
         })
     }
 }
@@ -199,6 +207,9 @@ async fn deliver_one(
     };
     let outcome = match b.cfg.kind {
         BackendKind::Webhook => webhook::deliver(b, &out).await,
+        BackendKind::Wctp => wctp::deliver(b, &out).await,
+        BackendKind::Matrix => matrix::deliver(b, &out).await,
+        BackendKind::FhirCommunication => fhir::deliver(b, &out).await,
     };
     (outcome, fields)
 }
@@ -245,6 +256,20 @@ pub async fn apply_reply(
     from: Option<&str>,
     reply: Reply,
 ) -> Result<crate::alert::model::Alert, ReplyError> {
+    apply_reply_by(shared, contact, remote_ref, from, None, reply).await
+}
+
+/// [`apply_reply`] for a handle several people share (a Matrix room per
+/// role): `on_behalf_by` names who answered (`matrix:@bob:hs`), and an
+/// acceptance is recorded as theirs on behalf of the notified member.
+pub async fn apply_reply_by(
+    shared: &Arc<Shared>,
+    contact: &str,
+    remote_ref: &str,
+    from: Option<&str>,
+    on_behalf_by: Option<&str>,
+    reply: Reply,
+) -> Result<crate::alert::model::Alert, ReplyError> {
     let (c, r) = (contact.to_string(), remote_ref.to_string());
     let row = match shared
         .journal
@@ -264,7 +289,7 @@ pub async fn apply_reply(
         Reply::Read => Ack::Read { member },
         Reply::Accept => Ack::Accept {
             member,
-            on_behalf_by: None,
+            on_behalf_by: on_behalf_by.map(str::to_string),
         },
         Reply::Decline => Ack::Decline { member },
     };
@@ -350,6 +375,8 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
             let (state, next, error, audit) = match &outcome {
                 Outcome::Delivered { status, .. } => {
                     failures = 0;
+                    shared.alarms.clear(Kind::BackendDown, &b.cfg.name, now);
+                    shared.alarms.clear(Kind::DeadLetter, &b.cfg.name, now);
                     crate::telemetry::Metrics::inc(&shared.metrics.deliveries_sent);
                     (
                         "delivered",
@@ -384,6 +411,12 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                         failures += 1;
                     }
                     crate::telemetry::Metrics::inc(&shared.metrics.deliveries_dead);
+                    shared.alarms.raise(
+                        Kind::DeadLetter,
+                        &b.cfg.name,
+                        &format!("notification {} of alert {} dead-lettered", row.id, row.alert_id),
+                        now,
+                    );
                     tracing::error!(backend = %b.cfg.name, alert = row.alert_id, notification = row.id, member = %row.member, why = %why, "notification dead-lettered; operator action needed");
                     (
                         "dead",
@@ -432,6 +465,12 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
             }
             if failures >= b.cfg.circuit_failures {
                 tracing::error!(backend = %b.cfg.name, failures, pause_secs = b.cfg.circuit_open.as_secs(), "backend failing: circuit open");
+                shared.alarms.raise(
+                    Kind::BackendDown,
+                    &b.cfg.name,
+                    &format!("{failures} consecutive failures; circuit open"),
+                    shared.clock.now_utc(),
+                );
                 failures = 0;
                 tokio::select! {
                     _ = tokio::time::sleep(b.cfg.circuit_open) => {}

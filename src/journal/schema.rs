@@ -19,11 +19,39 @@
 //! notification (a Matrix event id, a WCTP tracking number, a FHIR
 //! Communication id), so replies, reactions, receipts and status that come
 //! back find their alert and recipient.
+//!
+//! Version 4: `status_reports` — status owed to an alarm source (ORA^R41)
+//! or the EHR write-back, queued in the same transaction as the alert
+//! transition it reports ([`crate::status`]): destination, status word,
+//! member id, time, the alert's event (its message header names the alarm
+//! source) and delivery state. No PHI: the message is built from the sealed
+//! alert when it is sent.
 
 use rusqlite::Connection;
 
 /// Current schema version.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
+
+const V4: &str = "
+CREATE TABLE status_reports (
+    id              INTEGER PRIMARY KEY,
+    alert_id        INTEGER NOT NULL REFERENCES alerts (id),
+    event_id        INTEGER NOT NULL,
+    target          TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    member          TEXT,
+    at              INTEGER NOT NULL,
+    dedup_key       TEXT NOT NULL UNIQUE,
+    control_id      TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX status_reports_queue ON status_reports (target, state, id);
+";
 
 const V3: &str = "
 ALTER TABLE notifications ADD COLUMN remote_ref TEXT;
@@ -193,6 +221,11 @@ pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     if version < 3 {
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {V3} PRAGMA user_version = 3; COMMIT;"
+        ))?;
+    }
+    if version < 4 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {V4} PRAGMA user_version = 4; COMMIT;"
         ))?;
     }
     Ok(())

@@ -20,6 +20,7 @@
 mod alerts;
 mod census;
 mod rosters;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1235,6 +1236,29 @@ impl Storage for SqliteStorage {
         remote_ref: &str,
     ) -> Result<Option<super::NotificationRow>, StorageError> {
         self.guarded(|_, c| SqliteStorage::notification_by_ref(c, backend, remote_ref))
+    }
+
+    fn notifications_outstanding(
+        &mut self,
+        backend: &str,
+        limit: usize,
+    ) -> Result<Vec<super::NotificationRow>, StorageError> {
+        self.guarded(|_, c| SqliteStorage::notification_outstanding(c, backend, limit))
+    }
+
+    fn status_due(
+        &mut self,
+        target: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<crate::status::StatusDue, StorageError> {
+        self.guarded(|_, c| SqliteStorage::status_queue(c, target, now, limit))
+    }
+
+    fn status_attempt(&mut self, u: &crate::status::StatusUpdate) -> Result<(), StorageError> {
+        self.guarded(|s, c| s.status_record(c, u))?;
+        self.maybe_checkpoint(u.at, false);
+        Ok(())
     }
 
     fn audit(&mut self, record: &AuditRecord) -> Result<(), StorageError> {

@@ -145,8 +145,16 @@ pub struct AlertWrite {
     pub cancel_pending: Vec<i64>,
     /// The newest event id routed, when events were routed.
     pub cursor: Option<i64>,
+    /// Per backend, the most notifications waiting (pending or retrying);
+    /// a notification beyond it is written dead-lettered (`outbox full`,
+    /// audited) instead of queued — the alert's tier timer still escalates.
+    /// `None`: unbounded.
+    pub outbox_max: Option<usize>,
     /// Audit records of the steps taken.
     pub audit: Vec<AuditRecord>,
+    /// Status reports the steps owe the alarm source and the EHR
+    /// (duplicates by key are ignored).
+    pub status: Vec<crate::status::StatusReport>,
 }
 
 /// The operations the gateway needs from its store. Implementations must make
@@ -287,6 +295,29 @@ pub trait Storage: Send + 'static {
         backend: &str,
         remote_ref: &str,
     ) -> Result<Option<NotificationRow>, StorageError>;
+
+    /// Delivered notifications of one backend (contact kind `backend`) that
+    /// have a `remote_ref` and whose alert is open, oldest first: what a
+    /// backend that is polled for status still has to follow.
+    fn notifications_outstanding(
+        &mut self,
+        backend: &str,
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>, StorageError>;
+
+    /// The status reports of destination `target` that are due at `now`,
+    /// oldest first (at most `limit`, stopping at the first not yet due),
+    /// and when the oldest waiting one is due otherwise.
+    fn status_due(
+        &mut self,
+        target: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<crate::status::StatusDue, StorageError>;
+
+    /// Records a status report attempt (and its audit records) in one
+    /// transaction.
+    fn status_attempt(&mut self, u: &crate::status::StatusUpdate) -> Result<(), StorageError>;
 
     /// Appends one audit record on its own (events that change nothing
     /// else in the store: refused TLS clients, deliveries, logins).
@@ -515,6 +546,27 @@ macro_rules! delegate_admin_storage {
             remote_ref: &str,
         ) -> Result<Option<$crate::journal::NotificationRow>, $crate::journal::StorageError> {
             self.$inner.notification_by_ref(backend, remote_ref)
+        }
+        fn notifications_outstanding(
+            &mut self,
+            backend: &str,
+            limit: usize,
+        ) -> Result<Vec<$crate::journal::NotificationRow>, $crate::journal::StorageError> {
+            self.$inner.notifications_outstanding(backend, limit)
+        }
+        fn status_due(
+            &mut self,
+            target: &str,
+            now: ::chrono::DateTime<::chrono::Utc>,
+            limit: usize,
+        ) -> Result<$crate::status::StatusDue, $crate::journal::StorageError> {
+            self.$inner.status_due(target, now, limit)
+        }
+        fn status_attempt(
+            &mut self,
+            u: &$crate::status::StatusUpdate,
+        ) -> Result<(), $crate::journal::StorageError> {
+            self.$inner.status_attempt(u)
         }
         fn audit(
             &mut self,

@@ -54,6 +54,8 @@ pub struct Shared {
     pub timer_wake: Arc<tokio::sync::Notify>,
     /// Wakes the delivery workers (new notifications).
     pub delivery_wake: Arc<tokio::sync::Notify>,
+    /// Operator alarms (their own channel).
+    pub alarms: Arc<crate::operator::Alarms>,
 }
 
 type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
@@ -215,10 +217,17 @@ async fn submit(shared: &Arc<Shared>, prepared: PreparedFrame) -> Option<Answer>
                             "control id reused with a different body; accepted as new"
                         );
                     }
-                    match receipt.ack_code() {
-                        Some("AA" | "CA") | None => Metrics::inc(&m.messages_accepted),
-                        _ => Metrics::inc(&m.messages_rejected),
-                    }
+                    let accepted = matches!(receipt.ack_code(), Some("AA" | "CA") | None);
+                    Metrics::inc(if accepted {
+                        &m.messages_accepted
+                    } else {
+                        &m.messages_rejected
+                    });
+                    m.feed(
+                        item.message.sender.as_deref(),
+                        &item.message.message_type,
+                        accepted,
+                    );
                     if item.message.app_ack.is_some() && !receipt.is_duplicate() {
                         shared.outbox_wake.notify_one();
                     }

@@ -278,8 +278,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         ),
         ("switchboard_alerts_live", "gauge", alerts.0),
         ("switchboard_alerts_exhausted_total", "counter", alerts.1),
+        (
+            "switchboard_operator_alarms_raised_total",
+            "counter",
+            shared.metrics.operator_alarms_raised.load(Relaxed),
+        ),
     ];
     let mut body = shared.metrics.render(&extra);
+    body.push_str(&shared.metrics.render_feeds());
     // Per-backend outbox depth and oldest age (labels are configured names).
     let now = shared.clock.now_utc();
     if let Ok(Ok(backlog)) = shared

@@ -188,7 +188,11 @@ fn control_id(sender: usize, n: usize) -> String {
 
 fn message(sender: usize, n: usize) -> String {
     let id = control_id(sender, n);
-    if n % 2 == 0 { oru(&id) } else { adt_a01(&id) }
+    if n.is_multiple_of(2) {
+        oru(&id)
+    } else {
+        adt_a01(&id)
+    }
 }
 
 /// What one sender saw.

@@ -180,7 +180,7 @@ PV1|1|I|ICU^{}^A\rOBR|1|P{i}|F{i}|2823-3^Potassium^LN|||{ts}\rOBX|1|NM|2823-3^Po
         let ack = c.roundtrip(&oru(sent, &now())).await;
         latencies.push(t.elapsed());
         assert_eq!(ack_code(&ack), "AA", "ingest refused during the outage");
-        if sent % 100 == 0 {
+        if sent.is_multiple_of(100) {
             peak = peak.max(rss_kib(pid));
         }
     }

@@ -379,11 +379,11 @@ pub async fn one_per_connection(plan: Arc<Plan>, counter: Arc<Counter>, measure:
             }
         }
         // A second frame in the same read is a second answer to one message.
-        if !buf.is_empty() {
-            if let Ok(Some(_)) = codec.decode(&mut buf) {
-                tally.extra += 1;
-                tally.problem(format!("{id}: more than one answer"));
-            }
+        if !buf.is_empty()
+            && let Ok(Some(_)) = codec.decode(&mut buf)
+        {
+            tally.extra += 1;
+            tally.problem(format!("{id}: more than one answer"));
         }
     }
     tally

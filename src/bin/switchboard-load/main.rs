@@ -192,11 +192,11 @@ fn main() -> ExitCode {
     };
     let mut report = runtime.block_on(run(&args, Arc::new(plan)));
     drop(runtime);
-    if let Some(l) = ledger {
-        if let Err(e) = l.finish() {
-            eprintln!("switchboard-load: ledger: {e}");
-            return ExitCode::from(1);
-        }
+    if let Some(l) = ledger
+        && let Err(e) = l.finish()
+    {
+        eprintln!("switchboard-load: ledger: {e}");
+        return ExitCode::from(1);
     }
     for p in &report.tally.problems {
         eprintln!("switchboard-load: {p}");
@@ -229,10 +229,10 @@ fn validate(a: &Args) -> Result<(), String> {
     if a.cert.is_some() && !a.tls {
         return Err("--cert/--key need --tls".into());
     }
-    if let Some(r) = &a.run_id {
-        if r.is_empty() || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err("--run-id must be letters, digits and '-'".into());
-        }
+    if let Some(r) = &a.run_id
+        && (r.is_empty() || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        return Err("--run-id must be letters, digits and '-'".into());
     }
     for (name, v) in [
         ("--sending-app", &a.sending_app),

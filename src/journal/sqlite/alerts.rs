@@ -149,23 +149,57 @@ impl SqliteStorage {
             .execute(params![id, to_micros(w.at)])?;
         }
         for n in &w.notifications {
-            tx.prepare_cached(
-                "INSERT INTO notifications (alert_id, seq, member, backend, handle, tier, reason,
-                    state, idempotency_key, attempts, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, 0, ?9, ?9, ?9)
+            // A bounded outbox: beyond the cap the row is written dead
+            // (never silently skipped), audited, and the tier timer escalates.
+            let full = match w.outbox_max {
+                Some(max) => {
+                    let waiting: i64 = tx
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM (SELECT 1 FROM notifications
+                             WHERE backend = ?1 AND state IN ('pending', 'retrying') LIMIT ?2)",
+                        )?
+                        .query_row(params![n.backend, max as i64], |r| r.get(0))?;
+                    waiting >= max as i64
+                }
+                None => false,
+            };
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO notifications (alert_id, seq, member, backend, handle, tier, reason,
+                    state, idempotency_key, attempts, next_attempt_at, created_at, updated_at, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?10, ?8, 0, ?9, ?9, ?9, ?11)
                  ON CONFLICT(idempotency_key) DO NOTHING",
-            )?
-            .execute(params![
-                n.alert_id,
-                n.seq as i64,
-                n.member,
-                n.backend,
-                n.handle,
-                n.tier as i64,
-                n.reason,
-                n.idempotency_key,
-                to_micros(w.at)
-            ])?;
+                )?
+                .execute(params![
+                    n.alert_id,
+                    n.seq as i64,
+                    n.member,
+                    n.backend,
+                    n.handle,
+                    n.tier as i64,
+                    n.reason,
+                    n.idempotency_key,
+                    to_micros(w.at),
+                    if full { "dead" } else { "pending" },
+                    full.then_some("outbox full"),
+                ])?;
+            if full && inserted > 0 {
+                tracing::error!(alert = n.alert_id, backend = %n.backend, "outbox full: notification dead-lettered; the tier timer escalates");
+                self.chain.append(
+                    &tx,
+                    &crate::audit::AuditRecord::new(
+                        w.at,
+                        "gateway".to_string(),
+                        "delivery.dead",
+                        format!("alert:{}", n.alert_id),
+                        format!("member:{}", n.member),
+                        format!("outbox of {} full", n.backend),
+                    ),
+                )?;
+            }
+        }
+        for r in &w.status {
+            Self::status_insert(&tx, r, w.at)?;
         }
         if let Some(c) = w.cursor {
             tx.execute(

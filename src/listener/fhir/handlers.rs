@@ -307,8 +307,19 @@ impl<'a> Request<'a> {
             app_ack: None,
             batch_ref: None,
         };
+        let (sender, message_type) = (message.sender.clone(), message.message_type.clone());
         match shared.journal.commit(message).await {
-            Ok(receipt) => replay(&receipt, shared),
+            Ok(receipt) => {
+                let answer = replay(&receipt, shared);
+                if !receipt.is_duplicate() {
+                    shared.metrics.feed(
+                        sender.as_deref(),
+                        &message_type,
+                        answer.status().is_success(),
+                    );
+                }
+                answer
+            }
             Err(_) => {
                 Metrics::inc(&shared.metrics.storage_failures);
                 error_response(&FhirError::transient())

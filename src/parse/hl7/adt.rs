@@ -50,10 +50,9 @@ pub(crate) fn events(cx: &Cx<'_, '_>, trigger: &str) -> Result<Vec<ClinicalEvent
         .iter()
         .take_while(|s| s.name() != "PID")
         .find(|s| s.name() == "EVN")
+        && let Some(t) = cx.time(evn, 6)?.or(cx.time(evn, 2)?)
     {
-        if let Some(t) = cx.time(evn, 6)?.or(cx.time(evn, 2)?) {
-            occurred_at = Some(t);
-        }
+        occurred_at = Some(t);
     }
     // Patient groups: each PID with the segments up to the next PID.
     let mut groups: Vec<Vec<Seg<'_, '_>>> = Vec::new();

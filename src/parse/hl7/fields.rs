@@ -61,7 +61,7 @@ pub(crate) fn decode<'a>(raw: &'a str, seps: &Separators) -> Cow<'a, str> {
 }
 
 fn hex(digits: &str, out: &mut String) {
-    if digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return;
     }
     let bytes: Vec<u8> = (0..digits.len() / 2)

@@ -34,14 +34,14 @@ pub(crate) fn events(cx: &Cx<'_, '_>) -> Result<Vec<ClinicalEvent>, ParseError> 
         let mut ev = cx.event(EventKind::Order);
         apply_context(g, &mut ev, true)?;
         let orc = g.first("ORC");
-        if let Some(orc) = &orc {
-            if orc.comp(1, 1).trim().is_empty() {
-                return Err(ParseError::new(
-                    ErrorCode::RequiredFieldMissing,
-                    orc.loc(1),
-                    "ORC-1 order control is missing",
-                ));
-            }
+        if let Some(orc) = &orc
+            && orc.comp(1, 1).trim().is_empty()
+        {
+            return Err(ParseError::new(
+                ErrorCode::RequiredFieldMissing,
+                orc.loc(1),
+                "ORC-1 order control is missing",
+            ));
         }
         let obr = g.first("OBR");
         let mut ord = order(cx, orc.as_ref(), obr.as_ref(), true)?;

@@ -141,15 +141,15 @@ fn check_decimals(v: &Val<'_>, at: &str) -> Result<(), FhirError> {
         _ => Vec::new(),
     };
     for (q, part) in quantities {
-        if let Some(d) = q.and_then(|q| pv!(q.value)) {
-            if !is_decimal(d) {
-                return Err(FhirError::at(
-                    422,
-                    IssueType::Value,
-                    format!("{at}{part}.value"),
-                    "not a valid FHIR decimal",
-                ));
-            }
+        if let Some(d) = q.and_then(|q| pv!(q.value))
+            && !is_decimal(d)
+        {
+            return Err(FhirError::at(
+                422,
+                IssueType::Value,
+                format!("{at}{part}.value"),
+                "not a valid FHIR decimal",
+            ));
         }
     }
     Ok(())
