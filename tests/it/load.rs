@@ -284,3 +284,67 @@ async fn extra_answers_on_a_kept_connection_are_errors_and_exit_1() {
     assert!(status.success(), "exit {status}: {report}\n{stderr}");
     assert_clean(&report, 20, &stderr);
 }
+
+#[tokio::test]
+async fn end_to_end_run_receives_every_alert_once_at_its_webhook() {
+    // The load tool is the gateway's webhook backend: each critical result
+    // must come back as exactly one alert, matched by its room.
+    let e2e_port = crate::delivery::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::delivery::setup(dir.path(), e2e_port);
+    let (mllp, http) = (crate::delivery::free_port(), crate::delivery::free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args([
+            "--mllp",
+            &format!("127.0.0.1:{mllp}"),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .env("SB_TEST_HOOK_SECRET", "e2e")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", mllp))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let addr = format!("127.0.0.1:{mllp}");
+    let listen = format!("127.0.0.1:{e2e_port}");
+    let (status, report, stderr) = load(&[
+        "--addr",
+        &addr,
+        "--messages",
+        "300",
+        "--connections",
+        "2",
+        "--rate",
+        "150",
+        "--e2e-listen",
+        &listen,
+        "--e2e-wait-secs",
+        "60",
+    ])
+    .await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    assert!(status.success(), "{report}\n{stderr}");
+    assert_clean(&report, 300, &stderr);
+    let e = &report["e2e"];
+    assert_eq!(e["sent"], 300, "{report}");
+    assert_eq!(e["received"], 300, "{report}");
+    assert_eq!(e["missing"], 0, "{report}");
+    assert_eq!(e["repeated"], 0, "{report}");
+    assert_eq!(e["unmatched"], 0, "{report}");
+    assert!(e["p99_ms"].as_f64().unwrap() > 0.0, "{report}");
+    // Paced at 150/s, 300 messages take about two seconds, not less.
+    assert!(report["seconds"].as_f64().unwrap() >= 1.8, "{report}");
+}

@@ -45,6 +45,11 @@ pub struct Plan {
     /// Wall-clock time at `epoch`, for ledger timestamps.
     pub wall_epoch: SystemTime,
     pub epoch: Instant,
+    /// Messages per second over all connections (open loop); `None`: as
+    /// fast as the window allows.
+    pub rate: Option<f64>,
+    /// End-to-end run: the receiver that notes each alert's arrival.
+    pub e2e: Option<Arc<crate::e2e::E2e>>,
 }
 
 impl Plan {
@@ -96,21 +101,33 @@ impl Plan {
 
 /// Hands out message numbers `[next, end)` to whichever connection is ready.
 pub struct Counter {
+    start: u64,
     next: AtomicU64,
     end: u64,
+    /// When the first number was handed out (the pacing origin).
+    t0: std::sync::OnceLock<Instant>,
 }
 
 impl Counter {
     pub fn new(start: u64, count: u64) -> Counter {
         Counter {
+            start,
             next: AtomicU64::new(start),
             end: start + count,
+            t0: std::sync::OnceLock::new(),
         }
     }
 
     fn claim(&self) -> Option<u64> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.t0.get_or_init(Instant::now);
         (n < self.end).then_some(n)
+    }
+
+    /// When message `n` is due at `rate` messages per second.
+    fn due(&self, n: u64, rate: f64) -> Instant {
+        let t0 = *self.t0.get_or_init(Instant::now);
+        t0 + Duration::from_secs_f64((n - self.start) as f64 / rate)
     }
 }
 
@@ -298,6 +315,12 @@ async fn write_loop(
         let Ok(permit) = permit else { break };
         permit.forget();
         let Some(n) = counter.claim() else { break };
+        if let Some(rate) = plan.rate {
+            tokio::select! {
+                _ = tokio::time::sleep_until(counter.due(n, rate)) => {}
+                _ = abort.cancelled() => break,
+            }
+        }
         let id = plan.control_id(n);
         let bytes = frame(plan.template.message(n, &id).as_bytes());
         if tx.send(id).is_err() {
@@ -315,7 +338,11 @@ async fn write_loop(
             // The reader sees the failure too and counts it.
             break;
         }
-        sent.push(Instant::now());
+        let at = Instant::now();
+        if let Some(e2e) = &plan.e2e {
+            e2e.sent(n, at);
+        }
+        sent.push(at);
     }
     sent
 }

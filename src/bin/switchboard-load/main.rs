@@ -15,11 +15,18 @@
 //! last byte to the read of its answer's end block; as text or, with
 //! `--json`, one JSON object on stdout.
 //!
+//! With `--rate R` messages are paced at R per second over all connections
+//! (open loop). With `--e2e-listen ADDR` every message is a critical result
+//! for its own patient and room, the tool listens there as the gateway's
+//! webhook backend, and reports end-to-end latency (last byte written →
+//! alert received) and any alert missing or delivered twice (errors).
+//!
 //! Exit codes: 0 no errors, 1 errors (or a runtime failure), 64 usage.
 
 #![forbid(unsafe_code)]
 
 mod conn;
+mod e2e;
 mod ledger;
 mod messages;
 mod report;
@@ -110,6 +117,17 @@ struct Args {
     /// Largest answer frame accepted.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_frame_bytes: usize,
+    /// Messages per second over all connections (default: as fast as the
+    /// window allows).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Listen here as the gateway's webhook backend and measure end to end
+    /// (every message a critical result in its own room).
+    #[arg(long, value_name = "ADDR")]
+    e2e_listen: Option<std::net::SocketAddr>,
+    /// After the last ACK, how long to wait for the last alerts.
+    #[arg(long, default_value_t = 30)]
+    e2e_wait_secs: u64,
 }
 
 const USAGE: u8 = 64;
@@ -177,6 +195,7 @@ fn main() -> ExitCode {
             sending_facility: args.sending_facility.clone(),
             timestamp: hl7_timestamp(wall),
             processing_id: args.processing_id.clone(),
+            critical_only: args.e2e_listen.is_some(),
         },
         run_id: args.run_id.clone().unwrap_or_else(|| default_run_id(wall)),
         window: if args.one_per_connection {
@@ -189,8 +208,29 @@ fn main() -> ExitCode {
         ledger: ledger_tx,
         wall_epoch: wall,
         epoch: runtime.block_on(async { Instant::now() }),
+        rate: args.rate,
+        e2e: None,
     };
-    let mut report = runtime.block_on(run(&args, Arc::new(plan)));
+    let mut plan = plan;
+    if let Some(addr) = args.e2e_listen {
+        let e2e = Arc::new(e2e::E2e::default());
+        if let Err(e) = runtime.block_on(e2e::listen(addr, e2e.clone())) {
+            eprintln!("switchboard-load: {e}");
+            return ExitCode::from(1);
+        }
+        plan.e2e = Some(e2e);
+    }
+    let plan = Arc::new(plan);
+    let mut report = runtime.block_on(run(&args, plan.clone()));
+    if let Some(e2e) = &plan.e2e {
+        runtime.block_on(async {
+            let until = Instant::now() + Duration::from_secs(args.e2e_wait_secs);
+            while !e2e.complete() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        report.e2e = Some(e2e.figures());
+    }
     drop(runtime);
     if let Some(l) = ledger
         && let Err(e) = l.finish()
@@ -219,6 +259,12 @@ fn validate(a: &Args) -> Result<(), String> {
     }
     if a.window == 0 {
         return Err("--window must be at least 1".into());
+    }
+    if a.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err("--rate must be a positive number".into());
+    }
+    if (a.rate.is_some() || a.e2e_listen.is_some()) && a.one_per_connection {
+        return Err("--rate and --e2e-listen work on kept connections".into());
     }
     if a.timeout_secs == 0 {
         return Err("--timeout-secs must be at least 1".into());
@@ -363,6 +409,7 @@ async fn run(args: &Args, plan: Arc<Plan>) -> Report {
         elapsed,
         tally,
         unsent,
+        e2e: None,
     }
 }
 

@@ -44,13 +44,20 @@ pub struct Template {
     pub timestamp: String,
     /// MSH-11.
     pub processing_id: String,
+    /// End-to-end runs: every message is a critical result for its own
+    /// patient, in room `n` (so the delivered alert names the message).
+    pub critical_only: bool,
 }
 
 impl Template {
     /// The HL7 payload (segments ended by CR, no MLLP framing) of message
     /// `n` with MSH-10 `control_id`.
     pub fn message(&self, n: u64, control_id: &str) -> String {
-        let kind = Kind::for_counter(n);
+        let kind = if self.critical_only {
+            Kind::OruR01
+        } else {
+            Kind::for_counter(n)
+        };
         let (msh9, body) = match kind {
             Kind::OruR01 => ("ORU^R01^ORU_R01", self.oru_r01(n)),
             Kind::AdtA01 => ("ADT^A01^ADT_A01", self.adt("A01", n)),
@@ -73,12 +80,16 @@ impl Template {
 
     fn patient(&self, n: u64) -> String {
         // A few hundred synthetic patients, so several messages concern
-        // the same one, as on a real feed.
-        let mrn = 100_000 + n % 500;
-        let bed = n % 24 + 1;
+        // the same one, as on a real feed; end-to-end runs give each
+        // message its own patient and room.
+        let (mrn, room) = if self.critical_only {
+            (1_000_000 + n, n)
+        } else {
+            (100_000 + n % 500, n % 24 + 1)
+        };
         format!(
             "PID|1||ZZ{mrn}^^^HOSP^MR||ZZTEST^LOAD^{letter}||19700101|F\r\
-             PV1|1|I|ICU^{bed}^A^HOSP||||1234^ZZDOC^ATTENDING^^^^^^NPI\r",
+             PV1|1|I|ICU^{room}^A^HOSP||||1234^ZZDOC^ATTENDING^^^^^^NPI\r",
             letter = (b'A' + (n % 26) as u8) as char,
         )
     }
@@ -142,6 +153,7 @@ mod tests {
             sending_facility: "HOSP".into(),
             timestamp: "20261123120000".into(),
             processing_id: "P".into(),
+            critical_only: false,
         };
         let kinds: Vec<Kind> = (0..10).map(Kind::for_counter).collect();
         for k in [

@@ -108,12 +108,14 @@ pub struct Report {
     pub tally: Tally,
     /// Messages of the measured phase never sent (all connections gone).
     pub unsent: u64,
+    /// End-to-end figures (alert arrivals at the receiver), when measured.
+    pub e2e: Option<crate::e2e::Figures>,
 }
 
 impl Report {
     /// Errors of any kind, including unsent messages.
     pub fn errors(&self) -> u64 {
-        self.tally.errors() + self.unsent
+        self.tally.errors() + self.unsent + self.e2e.as_ref().map_or(0, |e| e.missing + e.repeated)
     }
 
     fn figures(&mut self) -> (f64, f64, f64, f64, f64, f64) {
@@ -170,6 +172,16 @@ impl Report {
                 "connection_errors": self.tally.connection_errors,
                 "unsent": self.unsent,
             },
+            "e2e": self.e2e.as_ref().map(|e| serde_json::json!({
+                "sent": e.sent,
+                "received": e.received,
+                "missing": e.missing,
+                "repeated": e.repeated,
+                "unmatched": e.unmatched,
+                "p50_ms": round3(e.p50.as_secs_f64() * 1e3),
+                "p99_ms": round3(e.p99.as_secs_f64() * 1e3),
+                "max_ms": round3(e.max.as_secs_f64() * 1e3),
+            })),
         })
     }
 
@@ -219,6 +231,19 @@ impl Report {
             self.tally.connection_errors,
             self.unsent,
         ));
+        if let Some(e) = &self.e2e {
+            s.push_str(&format!(
+                "end to end  {} of {} alerts arrived (missing {}, repeated {}, unmatched {}); p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms\n",
+                e.received,
+                e.sent,
+                e.missing,
+                e.repeated,
+                e.unmatched,
+                e.p50.as_secs_f64() * 1e3,
+                e.p99.as_secs_f64() * 1e3,
+                e.max.as_secs_f64() * 1e3,
+            ));
+        }
         s
     }
 }
