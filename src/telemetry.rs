@@ -11,9 +11,13 @@ use tokio::time::Instant;
 /// The filter without `RUST_LOG`: `info`, but only warnings and errors
 /// from the Matrix SDK and its crypto (their info and debug lines name
 /// rooms, devices and event types at a rate no operator needs, and must
-/// never be a way for content to reach a log).
+/// never be a way for content to reach a log). Its HTTP client's error
+/// lines (every refused request, with the server's message) and the key
+/// backup's "no backup key" warning (we keep no server-side backup) are
+/// off: the gateway logs each failed delivery and sync itself.
 pub const DEFAULT_FILTER: &str = "info,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=warn,\
-matrix_sdk_sqlite=warn,matrix_sdk_common=warn,ruma=warn,ruma_common=warn,vodozemac=warn";
+matrix_sdk_sqlite=warn,matrix_sdk_common=warn,ruma=warn,ruma_common=warn,vodozemac=warn,\
+matrix_sdk::http_client=off,matrix_sdk_crypto::backups=error";
 
 /// Installs the tracing subscriber (`RUST_LOG` filters; default
 /// [`DEFAULT_FILTER`]).

@@ -849,4 +849,42 @@ impl Desk {
         self.book.prune(w.now);
         Ok(a)
     }
+
+    /// Records a delivery worker's batch in **one** transaction: the
+    /// attempts (sent, retrying) and the receipts they produced
+    /// (`Ack::Delivered`, ...). An acknowledgement the alert refuses (it
+    /// closed meanwhile) or for an alert that is gone is skipped; the rest
+    /// is written. Returns how many acknowledgements applied.
+    pub fn record_deliveries(
+        &mut self,
+        s: &mut dyn Storage,
+        w: &World<'_>,
+        acks: &[(i64, Ack)],
+        attempts: Vec<crate::journal::AttemptUpdate>,
+    ) -> Result<usize, DeskError> {
+        let mut p = Pending::new(w.now, self.cfg.outbox_max_per_backend);
+        let mut loaded: HashMap<i64, Alert> = HashMap::new();
+        let mut applied = 0;
+        for (id, ack) in acks {
+            if !loaded.contains_key(id) {
+                let Some(a) = s.alert(*id)? else { continue };
+                p.audit_from.insert(a.id, a.timeline.len());
+                loaded.insert(*id, a);
+            }
+            let Some(a) = loaded.get_mut(id) else {
+                continue;
+            };
+            if let Ok(fx) = a.on_ack(ack, w.now, &w.recipients()) {
+                p.record(a, &fx, w, self);
+                applied += 1;
+            }
+        }
+        p.write.attempts = attempts;
+        if let Err(e) = s.alerts_write(&p.write) {
+            self.reload_book(s, w.now);
+            return Err(e.into());
+        }
+        self.book.prune(w.now);
+        Ok(applied)
+    }
 }

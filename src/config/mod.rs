@@ -10,10 +10,10 @@ mod backends;
 mod error;
 mod live;
 mod operator_alarms;
-mod writeback;
 pub(crate) mod locate;
 #[allow(missing_docs)]
 pub mod raw;
+mod writeback;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,11 +25,11 @@ use ipnet::IpNet;
 
 pub use backends::{BackendConfig, BackendKind, MatrixSettings, WctpSettings};
 pub use operator_alarms::OperatorAlarmsConfig;
-pub use writeback::{AlarmSourceConfig, FhirSettings, StatusConfig, StatusRetry, WritebackConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use live::{AlertsConfig, CensusConfig, OperatorConfig, Permission, ReloadConfig};
 use locate::{FieldPath, Locator};
 use raw::RawConfig;
+pub use writeback::{AlarmSourceConfig, FhirSettings, StatusConfig, StatusRetry, WritebackConfig};
 
 use crate::event::Processing;
 use crate::roster::Rosters;

@@ -163,25 +163,16 @@ pub struct Outgoing<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Sends one notification; returns the outcome and the fields that left.
+/// Sends one notification of `alert`; returns the outcome and the fields
+/// that left.
 async fn deliver_one(
-    shared: &Arc<Shared>,
     b: &Backend,
     row: &NotificationRow,
+    alert: Option<crate::alert::model::Alert>,
+    now: DateTime<Utc>,
 ) -> (Outcome, Vec<String>) {
-    let id = row.alert_id;
-    let alert = match shared.journal.with_storage(move |s| s.alert(id)).await {
-        Ok(Ok(Some(a))) => a,
-        Ok(Ok(None)) => return (Outcome::Permanent("alert not found".into()), Vec::new()),
-        _ => {
-            return (
-                Outcome::Retry {
-                    why: "journal unavailable".into(),
-                    retry_after: None,
-                },
-                Vec::new(),
-            );
-        }
+    let Some(alert) = alert else {
+        return (Outcome::Permanent("alert not found".into()), Vec::new());
     };
     let reason = Reason::parse(&row.reason).unwrap_or(Reason::New);
     let view = crate::redact::redact(&alert, reason, &b.profile);
@@ -203,7 +194,7 @@ async fn deliver_one(
         row,
         view: &view,
         text: &text,
-        now: shared.clock.now_utc(),
+        now,
     };
     let outcome = match b.cfg.kind {
         BackendKind::Webhook => webhook::deliver(b, &out).await,
@@ -362,11 +353,38 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
             }
             continue;
         }
+        // One read for the batch's alerts; one transaction for its results.
+        let ids: Vec<i64> = rows.iter().map(|(r, _)| r.alert_id).collect();
+        let alerts = match shared
+            .journal
+            .with_storage(move |s| {
+                let mut out = std::collections::HashMap::new();
+                for id in ids {
+                    if let std::collections::hash_map::Entry::Vacant(v) = out.entry(id) {
+                        v.insert(s.alert(id)?);
+                    }
+                }
+                Ok::<_, crate::journal::StorageError>(out)
+            })
+            .await
+        {
+            Ok(Ok(a)) => a,
+            _ => {
+                tracing::warn!(backend = %b.cfg.name, "alerts could not be read; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        let mut batch = Batch::default();
         for (row, attempts) in rows {
             if shutdown.is_cancelled() {
+                batch.flush(&shared).await;
                 return;
             }
-            let (outcome, fields) = deliver_one(&shared, &b, &row).await;
+            let alert = alerts.get(&row.alert_id).cloned().flatten();
+            let (outcome, fields) = deliver_one(&b, &row, alert, shared.clock.now_utc()).await;
             if matches!(outcome, Outcome::Delivered { .. }) {
                 crate::failpoint::hit("delivery.after-send");
             }
@@ -414,7 +432,10 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                     shared.alarms.raise(
                         Kind::DeadLetter,
                         &b.cfg.name,
-                        &format!("notification {} of alert {} dead-lettered", row.id, row.alert_id),
+                        &format!(
+                            "notification {} of alert {} dead-lettered",
+                            row.id, row.alert_id
+                        ),
                         now,
                     );
                     tracing::error!(backend = %b.cfg.name, alert = row.alert_id, notification = row.id, member = %row.member, why = %why, "notification dead-lettered; operator action needed");
@@ -445,17 +466,25 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                     _ => None,
                 },
             };
-            let recorded = shared
-                .journal
-                .with_storage(move |s| s.notification_attempt(&update))
-                .await;
-            if matches!(recorded, Ok(Ok(true))) {
+            if state != "dead" {
+                // Sent or retrying: recorded with the batch.
                 if matches!(outcome, Outcome::Delivered { .. }) {
-                    let ack = Ack::Delivered {
-                        member: row.member.clone(),
-                    };
-                    let _ = crate::app::alerts::acknowledge(&shared, row.alert_id, ack).await;
-                } else if state == "dead" && all_dead(&shared, &row).await {
+                    batch.acks.push((
+                        row.alert_id,
+                        Ack::Delivered {
+                            member: row.member.clone(),
+                        },
+                    ));
+                }
+                batch.attempts.push(update);
+            } else {
+                // Dead letters are rare: in order, on their own.
+                batch.flush(&shared).await;
+                let recorded = shared
+                    .journal
+                    .with_storage(move |s| s.notification_attempt(&update))
+                    .await;
+                if matches!(recorded, Ok(Ok(true))) && all_dead(&shared, &row).await {
                     // Nobody can reach this recipient: escalate, never drop.
                     let ack = Ack::Undeliverable {
                         member: row.member.clone(),
@@ -464,6 +493,7 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                 }
             }
             if failures >= b.cfg.circuit_failures {
+                batch.flush(&shared).await;
                 tracing::error!(backend = %b.cfg.name, failures, pause_secs = b.cfg.circuit_open.as_secs(), "backend failing: circuit open");
                 shared.alarms.raise(
                     Kind::BackendDown,
@@ -479,5 +509,43 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                 break;
             }
         }
+        batch.flush(&shared).await;
+    }
+}
+
+/// A worker's results not yet written: attempts and the receipts they
+/// produced, recorded in one transaction (one fsync for the batch).
+#[derive(Default)]
+struct Batch {
+    acks: Vec<(i64, Ack)>,
+    attempts: Vec<AttemptUpdate>,
+}
+
+impl Batch {
+    async fn flush(&mut self, shared: &Arc<Shared>) {
+        if self.attempts.is_empty() && self.acks.is_empty() {
+            return;
+        }
+        let acks = std::mem::take(&mut self.acks);
+        let attempts = std::mem::take(&mut self.attempts);
+        let n = attempts.len();
+        match crate::app::alerts::with_desk(shared, move |d, s, w| {
+            d.record_deliveries(s, w, &acks, attempts)
+        })
+        .await
+        {
+            Ok(Ok(_)) => {}
+            _ => {
+                // Not recorded: the rows stay due and are sent again with
+                // the same idempotency keys.
+                tracing::warn!(
+                    attempts = n,
+                    "delivery results could not be recorded; they will be retried"
+                );
+            }
+        }
+        shared.timer_wake.notify_one();
+        // Status reports the receipts produced wait on the same wake-up.
+        shared.delivery_wake.notify_waiters();
     }
 }

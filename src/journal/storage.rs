@@ -150,6 +150,9 @@ pub struct AlertWrite {
     /// audited) instead of queued — the alert's tier timer still escalates.
     /// `None`: unbounded.
     pub outbox_max: Option<usize>,
+    /// Delivery attempts recorded in the same transaction (before the
+    /// rest); an attempt on a row cancelled meanwhile writes nothing.
+    pub attempts: Vec<AttemptUpdate>,
     /// Audit records of the steps taken.
     pub audit: Vec<AuditRecord>,
     /// Status reports the steps owe the alarm source and the EHR

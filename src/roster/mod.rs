@@ -127,9 +127,8 @@ a boundary inside a DST gap moves to the first valid instant after the gap, \
 a boundary inside a DST fold uses the earliest instant";
 
 /// Contact backends a member may have a handle for.
-pub const CONTACT_BACKENDS: &[&str] = &[
-    "matrix", "pager", "wctp", "webhook", "sms", "email", "fhir",
-];
+pub const CONTACT_BACKENDS: &[&str] =
+    &["matrix", "pager", "wctp", "webhook", "sms", "email", "fhir"];
 
 /// The tz database compiled into this build (chrono-tz); a test pins it so a
 /// silent tzdata change (new DST rules) is noticed.

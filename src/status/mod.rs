@@ -18,9 +18,9 @@
 //!   a missing answer, HTTP 408/425/429/5xx or an HL7 `CE` is retried with
 //!   jittered exponential backoff (honouring `Retry-After`); a refusal (HTTP
 //!   4xx, HL7 `AE`/`AR`/`CR`) or a report still unsent `give_up_after`
-//!   after it was queued is dead-lettered with an ERROR log and a
-//!   `status.dead` audit record. Every report sent is audited
-//!   (`status.sent`).
+//!   after it was queued is dead-lettered with an ERROR log, a
+//!   `dead_letter` operator alarm and a `status.dead` audit record. Every
+//!   report sent is audited (`status.sent`).
 //! - **Idempotent on the wire.** An ORA^R41 keeps its MSH-10 over retries;
 //!   the write-back uses `PUT` with client-assigned ids, so a repeat changes
 //!   nothing.
@@ -487,6 +487,15 @@ pub async fn run(shared: Arc<Shared>, target: Arc<Target>, shutdown: Cancellatio
                     } else {
                         why.clone()
                     };
+                    shared.alarms.raise(
+                        crate::operator::Kind::DeadLetter,
+                        &name,
+                        &format!(
+                            "status report {} of alert {} dead-lettered",
+                            row.id, r.alert_id
+                        ),
+                        now,
+                    );
                     tracing::error!(target = %name, alert = r.alert_id, report = row.id, status = r.status.as_str(), why = %why, "status report dead-lettered; operator action needed");
                     (
                         "dead",

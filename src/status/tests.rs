@@ -380,7 +380,9 @@ fn view_of(a: &Alert, profile: &str) -> crate::redact::Redacted<crate::redact::A
         Some(p) => p,
         // A configured profile with the identifiers that name the patient
         // and the order (only on a channel declared end-to-end).
-        None => crate::redact::Profile::custom(profile, &["mrn", "order_number", "clinical"]).unwrap(),
+        None => {
+            crate::redact::Profile::custom(profile, &["mrn", "order_number", "clinical"]).unwrap()
+        }
     };
     crate::redact::redact(a, Reason::New, &p)
 }

@@ -16,6 +16,7 @@ mod certs;
 mod cli;
 mod corpus;
 mod crash;
+mod crash_alerts;
 mod delivery;
 mod delivery_mtls;
 mod duplicates;

@@ -39,7 +39,7 @@ const PEER_PASSWORD: &str = "peer-password-for-tests";
 const OPERATOR_TOKEN: &str = "matrix-operator-token-for-tests";
 /// PHI the HL7 message carries only in fields outside `clinician-secure`
 /// (address, phone) or in notes, where the scrubber removes them.
-const OUTSIDE_PROFILE: [&str; 4] = ["555", "CANARY ROAD", "ZZVILLE", "010-9999"];
+const OUTSIDE_PROFILE: [&str; 4] = ["(555)", "010-9999", "CANARY ROAD", "ZZVILLE"];
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -225,16 +225,7 @@ rc_invites:\n  per_room: {limit}\n  per_user: {limit}\n  per_issuer: {limit}\n",
     }
 }
 
-/// Roster (alice's nurse on call, a supervisor as tier 2 and failsafe),
-/// mapping (ICU critical results to rn-a, then sup after `tier_secs`) and
-/// the gateway's configuration with the matrix backend.
-fn write_config(dir: &Path, homeserver: &str, tier_secs: u64) -> PathBuf {
-    for d in ["rosters", "mappings"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::write(
-        dir.join("rosters/ward.toml"),
-        r#"
+const WARD: &str = r#"
 name = "ward"
 timezone = "America/New_York"
 
@@ -259,13 +250,12 @@ length_days = 1
 
 [failsafe]
 member = "sup"
-"#,
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("mappings/m.toml"),
-        format!(
-            r#"
+"#;
+
+/// ICU critical results to rn-a, then the failsafe after `tier_secs`.
+fn mapping(tier_secs: u64) -> String {
+    format!(
+        r#"
 [[rules]]
 name = "icu-critical"
 match = {{ kind = "result", flags = ["HH"], units = ["ICU"] }}
@@ -274,9 +264,16 @@ route = {{ person = "rn-a", priority = "stat", escalation = "matrix" }}
 [escalations.matrix]
 tiers = [{{ route = true, timeout_secs = {tier_secs} }}, {{ failsafe = true, timeout_secs = 600 }}]
 "#
-        ),
     )
-    .unwrap();
+}
+
+/// Roster, mapping and the gateway's configuration with the matrix backend.
+fn write_config(dir: &Path, homeserver: &str, roster: &str, mapping: &str) -> PathBuf {
+    for d in ["rosters", "mappings"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("rosters/ward.toml"), roster).unwrap();
+    std::fs::write(dir.join("mappings/m.toml"), mapping).unwrap();
     let token = hex::encode(Sha256::digest(OPERATOR_TOKEN.as_bytes()));
     let text = format!(
         r#"rosters_dir = "rosters"
@@ -579,14 +576,15 @@ fn remote_ref(db: &Path, member: &str) -> Option<String> {
     .unwrap()
 }
 
+/// The preview line of a new STAT critical result from ICU room 12 bed A.
+const NEW: &str = "STAT critical result ICU 12-A";
+
 /// The body is what `clinician-secure` and the template allow, nothing
 /// more: the envelope, the MRN and the value; notes scrubbed; no address or
 /// phone.
-fn assert_redacted(body: &str, id: &str) {
+fn assert_redacted(body: &str, preview: &str, id: &str) {
     assert!(
-        body.starts_with(&format!(
-            "STAT critical result ICU 12-A | MRN ZZMRN{id} | 6.9 mmol/L | "
-        )),
+        body.starts_with(&format!("{preview} | MRN ZZMRN{id} | 6.9 mmol/L | ")),
         "{body}"
     );
     let upper = body.to_uppercase();
@@ -610,7 +608,7 @@ async fn matrix_alert_is_decrypted_read_and_accepted_by_reaction_and_a_restart_k
     let alice = peer(&hs.url(), &stores.path().join("alice"), "alice").await;
     let dir = tempfile::tempdir().unwrap();
     let tier_secs = 20;
-    write_config(dir.path(), &hs.url(), tier_secs);
+    write_config(dir.path(), &hs.url(), WARD, &mapping(tier_secs));
     let mut gw = start_gateway(dir.path()).await;
     let db = dir.path().join("data/journal.sqlite3");
 
@@ -631,7 +629,7 @@ async fn matrix_alert_is_decrypted_read_and_accepted_by_reaction_and_a_restart_k
     );
     let device = got.device.clone().expect("the alert was encrypted");
     assert!(device.starts_with("SB"), "{device}");
-    assert_redacted(&got.body, "M1");
+    assert_redacted(&got.body, NEW, "M1");
     wait_rows(&db, "rn-a never marked delivered", |r| {
         r.iter().any(|x| x.0 == "rn-a" && x.1 == "delivered")
     })
@@ -688,7 +686,7 @@ async fn matrix_alert_is_decrypted_read_and_accepted_by_reaction_and_a_restart_k
     assert_eq!(ack_code(&c.roundtrip(&oru("M2")).await), "AA");
     let id2 = new_alert(gw.http, &[id]).await;
     let got2 = next_message(&alice).await;
-    assert_redacted(&got2.body, "M2");
+    assert_redacted(&got2.body, NEW, "M2");
     assert_eq!(
         got2.device.as_deref(),
         Some(device.as_str()),
@@ -758,7 +756,7 @@ async fn matrix_reply_decline_escalates_at_once_to_the_next_tier() {
     let alice = peer(&hs.url(), &stores.path().join("alice"), "alice").await;
     let dir = tempfile::tempdir().unwrap();
     let tier_secs = 120;
-    write_config(dir.path(), &hs.url(), tier_secs);
+    write_config(dir.path(), &hs.url(), WARD, &mapping(tier_secs));
     let gw = start_gateway(dir.path()).await;
     let db = dir.path().join("data/journal.sqlite3");
 
@@ -766,7 +764,7 @@ async fn matrix_reply_decline_escalates_at_once_to_the_next_tier() {
     assert_eq!(ack_code(&c.roundtrip(&oru("D1")).await), "AA");
     let id = new_alert(gw.http, &[]).await;
     let got = next_message(&alice).await;
-    assert_redacted(&got.body, "D1");
+    assert_redacted(&got.body, NEW, "D1");
 
     // An (encrypted) reply "decline", with the usual quoted fallback.
     let t_reply = Instant::now();
@@ -798,4 +796,170 @@ async fn matrix_reply_decline_escalates_at_once_to_the_next_tier() {
     assert_log_clean(dir.path(), &got.body);
     drop(gw);
     eprintln!("matrix decline test: {:?}", t_start.elapsed());
+}
+
+/// Alice creates a room inviting the gateway (and `others`), end-to-end
+/// encrypted or not.
+async fn create_room(alice: &Client, encrypted: bool, name: &str) -> OwnedRoomId {
+    use matrix_sdk::ruma::api::client::room::create_room::v3::{Request, RoomPreset};
+    use matrix_sdk::ruma::events::InitialStateEvent;
+    use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
+    let mut req = Request::new();
+    req.invite = vec![BOT.try_into().unwrap()];
+    req.name = Some(name.to_string());
+    req.preset = Some(RoomPreset::PrivateChat);
+    if encrypted {
+        req.initial_state = vec![
+            InitialStateEvent::with_empty_state_key(
+                RoomEncryptionEventContent::with_recommended_defaults(),
+            )
+            .to_raw_any(),
+        ];
+    }
+    alice.create_room(req).await.unwrap().room_id().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_role_rooms_an_unencrypted_room_is_refused_and_escalates_and_an_encrypted_one_accepts_on_behalf()
+ {
+    let t_start = Instant::now();
+    let hs = Synapse::start().await;
+    hs.register("switchboard", BOT_PASSWORD).await;
+    hs.register("alice", PEER_PASSWORD).await;
+    hs.register("sup", PEER_PASSWORD).await;
+    let stores = tempfile::tempdir().unwrap();
+    let alice = peer(&hs.url(), &stores.path().join("alice"), "alice").await;
+    // Rooms per role, made by a ward clerk (alice here): one not encrypted.
+    let plain = create_room(&alice, false, "ward-b (not encrypted)").await;
+    let icu = create_room(&alice, true, "icu-rn").await;
+    let stranger = create_room(&alice, true, "nobody's").await;
+    let roster = format!(
+        r#"
+name = "ward"
+timezone = "America/New_York"
+
+[[members]]
+id = "ward-b-room"
+display = "Ward B room (fictional)"
+contacts = {{ matrix = "{plain}" }}
+
+[[members]]
+id = "icu-room"
+display = "ICU nurses' room (fictional)"
+contacts = {{ matrix = "{icu}" }}
+
+[[members]]
+id = "sup"
+display = "Supervisor (fictional)"
+contacts = {{ matrix = "@sup:localhost" }}
+
+[[roles]]
+name = "charge-nurse"
+
+[[rotations]]
+role = "charge-nurse"
+members = ["ward-b-room"]
+start = "2026-01-05T07:00"
+length_days = 1
+
+[failsafe]
+member = "sup"
+"#
+    );
+    let mapping = r#"
+[[rules]]
+name = "icu-critical"
+match = { kind = "result", flags = ["HH"], units = ["ICU"] }
+route = { person = "ward-b-room", priority = "stat", escalation = "rooms" }
+
+[escalations.rooms]
+tiers = [
+  { route = true, timeout_secs = 120 },
+  { person = "icu-room", timeout_secs = 120 },
+  { failsafe = true, timeout_secs = 600 },
+]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &hs.url(), &roster, mapping);
+    let gw = start_gateway(dir.path()).await;
+    let db = dir.path().join("data/journal.sqlite3");
+
+    let t0 = Instant::now();
+    let mut c = Mllp::connect(gw.mllp).await;
+    assert_eq!(ack_code(&c.roundtrip(&oru("R1")).await), "AA");
+    let id = new_alert(gw.http, &[]).await;
+
+    // The unencrypted room is refused at once (never a plaintext page), and
+    // that escalates to the next tier without waiting for its timeout.
+    wait_rows(&db, "the unencrypted room was not refused", |r| {
+        r.iter().any(|x| x.0 == "ward-b-room" && x.1 == "dead")
+    })
+    .await;
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let (attempts, error): (i64, String) = conn
+        .query_row(
+            "SELECT attempts, last_error FROM notifications WHERE member = 'ward-b-room'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(attempts, 1, "refused, not retried");
+    assert!(error.contains("not end-to-end encrypted"), "{error}");
+
+    // The encrypted ICU room gets it: decrypted by alice's own client.
+    let got = next_message(&alice).await;
+    assert_eq!(
+        got.room.room_id(),
+        icu,
+        "sent into the role's encrypted room"
+    );
+    assert!(got.device.is_some(), "encrypted");
+    assert_redacted(&got.body, &format!("{NEW} (escalation)"), "R1");
+    assert!(t0.elapsed() < Duration::from_secs(60), "escalated at once");
+    // Nothing from the gateway ever reached the unencrypted room.
+    let plain_room = alice.get_room(&plain).unwrap();
+    let msgs = plain_room
+        .messages(matrix_sdk::room::MessagesOptions::backward())
+        .await
+        .unwrap();
+    for ev in &msgs.chunk {
+        let v: Value = serde_json::from_str(ev.raw().json().get()).unwrap();
+        assert!(
+            !(v["sender"] == BOT && v["type"] != "m.room.member"),
+            "the gateway posted into the unencrypted room: {}",
+            v["type"]
+        );
+    }
+
+    // Anyone in the role's room answers for it: recorded on behalf.
+    got.room
+        .send(ReactionEventContent::new(Annotation::new(
+            got.event_id.clone(),
+            "👍".to_string(),
+        )))
+        .await
+        .unwrap();
+    let v = wait_alert(gw.http, id, "never accepted", |v| v["state"] == "accepted").await;
+    assert_eq!(
+        v["accepted_by"],
+        "icu-room (on behalf, by matrix:@alice:localhost)"
+    );
+    // An invite to a room nobody is notified in is left pending (the
+    // gateway's syncs, which applied the reaction, had all three invites
+    // since their first response).
+    let stranger = alice.get_room(&stranger).unwrap();
+    let bot = stranger
+        .get_member(BOT.try_into().unwrap())
+        .await
+        .unwrap()
+        .expect("the gateway was invited");
+    assert_eq!(
+        bot.membership(),
+        &matrix_sdk::ruma::events::room::member::MembershipState::Invite
+    );
+    assert_log_clean(dir.path(), &got.body);
+    drop(gw);
+    eprintln!("matrix role-room test: {:?}", t_start.elapsed());
 }

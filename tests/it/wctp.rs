@@ -251,6 +251,10 @@ pub enum Answer {
     Failure(u16),
     /// Takes the message (pages) and drops the connection: the answer is lost.
     AcceptThenDrop,
+    /// Takes the message, queues READ for it at once and answers
+    /// `wctp-Success` only 2.5 s later: the status reaches the poller before
+    /// the gateway knows the message was taken.
+    ReadBeforeAnswer,
 }
 
 /// One `wctp-SubmitRequest` the carrier received.
@@ -305,6 +309,13 @@ impl Carrier {
                     };
                     match me.handle(&head, &body) {
                         Some(answer) => {
+                            let answer = match answer.strip_prefix("SLOW:") {
+                                Some(late) => {
+                                    tokio::time::sleep(Duration::from_millis(2500)).await;
+                                    late.to_string()
+                                }
+                                None => answer,
+                            };
                             let resp = format!(
                                 "HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
                                 answer.len()
@@ -409,10 +420,7 @@ impl Carrier {
     }
 
     fn queue(&self, content: String) {
-        let mut st = self.state.lock().unwrap();
-        st.next_seq += 1;
-        let seq = st.next_seq;
-        st.outbox.push((seq, content));
+        self.state.lock().unwrap().queue(content);
     }
 
     fn header(message_id: &str, device: &str, own: &str) -> String {
@@ -450,6 +458,11 @@ impl Carrier {
 }
 
 impl State {
+    fn queue(&mut self, content: String) {
+        self.next_seq += 1;
+        self.outbox.push((self.next_seq, content));
+    }
+
     fn submit(&mut self, op: &El, content_type: String) -> String {
         let header = op.find(&["wctp-SubmitHeader"]).unwrap();
         let orig = header.find(&["wctp-Originator"]).unwrap();
@@ -516,6 +529,14 @@ impl State {
             Answer::AcceptThenDrop => {
                 self.pages.push(message_id);
                 "DROP".into()
+            }
+            Answer::ReadBeforeAnswer => {
+                let h = Carrier::header(&message_id, &recipient, "st-early");
+                self.queue(format!(
+                    "<wctp-StatusInfo>{h}<wctp-Notification type=\"READ\"/></wctp-StatusInfo>"
+                ));
+                self.pages.push(message_id);
+                format!("SLOW:{}", success())
             }
             Answer::Failure(code) => doc(&format!(
                 "<wctp-Confirmation><wctp-Failure errorCode=\"{code}\" errorText=\"scripted\"/></wctp-Confirmation>"
@@ -965,6 +986,30 @@ async fn a_device_the_carrier_cannot_reach_escalates_once() {
     let db = run.db();
     assert_eq!(timeline_count(&db, "could not be delivered to rn-a"), 1);
     assert_eq!(run.carrier.submits_to(RN_B).len(), 1, "escalated twice");
+    run.assert_clean();
+    drop(run.child);
+}
+
+#[tokio::test]
+async fn a_status_polled_before_the_submission_is_recorded_is_applied_not_lost() {
+    let carrier = Carrier::default();
+    carrier.script(RN_A, &[Answer::ReadBeforeAnswer]);
+    let run = Run::start(carrier, 600).await;
+    let db = run.db();
+    // The poller (every second) sees READ for a messageID the gateway has
+    // not recorded yet; it keeps it with the carrier and applies it once
+    // the submission's answer is in.
+    wait_until("the early READ was never applied", 30, || {
+        timeline_count(&db, "read by rn-a") == 1
+    })
+    .await;
+    let c = run.carrier.clone();
+    wait_until("the early READ was never acknowledged", 10, move || {
+        c.waiting() == 0
+    })
+    .await;
+    assert_eq!(timeline_count(&db, "read by rn-a"), 1);
+    assert_eq!(rows(&db)[0].1, "delivered");
     run.assert_clean();
     drop(run.child);
 }

@@ -45,7 +45,7 @@ fi
 
 venv="$root/synapse-venv"
 if [ -x "$venv/bin/python" ] &&
-    "$venv/bin/python" -c "import sys, synapse; sys.exit(synapse.__version__ != '$SYNAPSE_VERSION')" 2>/dev/null; then
+    "$venv/bin/python" -c "import sys, importlib.metadata as m; sys.exit(m.version('matrix-synapse') != '$SYNAPSE_VERSION')" 2>/dev/null; then
     exit 0
 fi
 rm -rf "$venv"

@@ -209,17 +209,18 @@ async fn answer(
         }
         _ => return false,
     };
-    let expected = if row.handle.starts_with('!') {
-        Some(row.handle.clone())
+    let handle = row.handle.trim();
+    let expected = if handle.starts_with('!') {
+        Some(handle.to_string())
     } else {
-        store.get(|s| s.rooms.get(&row.handle).cloned())
+        store.get(|s| s.rooms.get(handle).cloned())
     };
     if expected.as_deref() != Some(room.as_str()) {
         tracing::debug!(backend = %link.name(), room = %room, notification = row.id, "matrix: answer in another room than the notification's; ignored");
         return true;
     }
-    let result = if row.handle.starts_with('@') {
-        if found.sender != row.handle {
+    let result = if handle.starts_with('@') {
+        if found.sender != handle {
             tracing::debug!(backend = %link.name(), room = %room, notification = row.id, "matrix: answer not from the notified user; ignored");
             return true;
         }

@@ -51,6 +51,8 @@ pub const BATCH: usize = 25;
 pub const UNKNOWN_GRACE: Duration = Duration::from_secs(120);
 /// Largest poll answer read.
 const MAX_ANSWER: usize = 1024 * 1024;
+/// The pause before asking again after a batch (acknowledging it).
+const AGAIN: Duration = Duration::from_millis(200);
 
 /// What became of one polled message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,11 +229,11 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
             }
         };
         let body = xml::poll_for_messages(&w.sender_id, code.as_deref(), BATCH, &received);
-        let resp = match b
-            .http
-            .send(Method::POST, &url, &headers, body, MAX_ANSWER)
-            .await
-        {
+        let sent = tokio::select! {
+            r = b.http.send(Method::POST, &url, &headers, body, MAX_ANSWER) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let resp = match sent {
             Ok(r) if (200..300).contains(&r.status) => r,
             Ok(r) => {
                 tracing::warn!(backend = %b.cfg.name, status = r.status, "WCTP poll answered with an HTTP error; polling again later");
@@ -285,10 +287,10 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
         // Forget what the carrier stopped sending.
         let now = shared.clock.now_utc();
         unknown.retain(|_, first| (now - *first).to_std().unwrap_or_default() < 2 * UNKNOWN_GRACE);
-        // More may be waiting: acknowledge and ask again at once, unless
+        // More may be waiting: acknowledge and ask again soon, unless
         // something must wait (then the carrier would hand it back now).
         wait = if any && !waiting {
-            answer.min_next_poll.unwrap_or(Duration::ZERO)
+            answer.min_next_poll.unwrap_or(AGAIN)
         } else {
             w.poll.max(answer.min_next_poll.unwrap_or_default())
         };

@@ -110,6 +110,11 @@ impl SqliteStorage {
     ) -> Result<(), Fail> {
         self.chain.reset();
         let tx = conn.transaction()?;
+        // Delivery attempts first: they happened before the acknowledgements
+        // this write records.
+        for u in &w.attempts {
+            Self::apply_attempt(&mut self.chain, &tx, u)?;
+        }
         for a in &w.alerts {
             let payload = serde_json::to_vec(a).map_err(json_err)?;
             let sealed = self.protection()?.keyring.seal(
@@ -324,25 +329,37 @@ impl SqliteStorage {
     ) -> Result<bool, Fail> {
         self.chain.reset();
         let tx = conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE notifications SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3,
+        let changed = Self::apply_attempt(&mut self.chain, &tx, u)?;
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// Records one attempt inside `tx` (with its audit records); false,
+    /// writing nothing, when the row was cancelled or settled meanwhile.
+    fn apply_attempt(
+        chain: &mut crate::audit::Chain,
+        tx: &rusqlite::Transaction<'_>,
+        u: &crate::journal::storage::AttemptUpdate,
+    ) -> Result<bool, Fail> {
+        let changed = tx
+            .prepare_cached(
+                "UPDATE notifications SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3,
                 last_error = ?4, updated_at = ?5, remote_ref = COALESCE(?6, remote_ref)
              WHERE id = ?1 AND state IN ('pending', 'retrying')",
-            params![
+            )?
+            .execute(params![
                 u.id,
                 u.state,
                 to_micros(u.next_attempt_at),
                 u.error,
                 to_micros(u.at),
                 u.remote_ref
-            ],
-        )?;
+            ])?;
         if changed > 0 {
             for rec in &u.audit {
-                self.chain.append(&tx, rec)?;
+                chain.append(tx, rec)?;
             }
         }
-        tx.commit()?;
         Ok(changed > 0)
     }
 }
