@@ -150,7 +150,7 @@ fn miss(i: usize, cont: bool) -> String {
 /// A rule that matches the bench event; every other one through a `during`
 /// window that holds at the bench instant.
 fn hit(i: usize, cont: bool) -> String {
-    let during = if i % 2 == 0 {
+    let during = if i.is_multiple_of(2) {
         ", during = [{ timezone = \"America/New_York\", days = [\"tue\"], from = \"22:00\", to = \"07:00\" }, \
          { timezone = \"America/New_York\", from = \"07:00\", to = \"19:00\" }]"
     } else {

@@ -9,8 +9,8 @@
 mod backends;
 mod error;
 mod live;
-mod operator_alarms;
 pub(crate) mod locate;
+mod operator_alarms;
 #[allow(missing_docs)]
 pub mod raw;
 mod writeback;
@@ -24,10 +24,10 @@ use chrono_tz::Tz;
 use ipnet::IpNet;
 
 pub use backends::{BackendConfig, BackendKind, MatrixSettings, WctpSettings};
-pub use operator_alarms::OperatorAlarmsConfig;
 pub use error::{ConfigError, ConfigErrors};
 pub use live::{AlertsConfig, CensusConfig, OperatorConfig, Permission, ReloadConfig};
 use locate::{FieldPath, Locator};
+pub use operator_alarms::OperatorAlarmsConfig;
 use raw::RawConfig;
 pub use writeback::{AlarmSourceConfig, FhirSettings, StatusConfig, StatusRetry, WritebackConfig};
 
