@@ -17,6 +17,7 @@
 //! - [`app`]: wires the stages, owns graceful shutdown.
 //! - [`cli`]: `serve`, `check`, `messages`.
 //! - [`config`]: `switchboard.toml` -> validated [`config::Config`].
+//! - [`console`]: the web console (`/console/`), assets compiled in.
 //! - [`listener`]: MLLP framing, TLS, intake, acknowledgements, HTTP health.
 //! - [`parse`]: HL7 v2 bytes -> text -> header -> [`event::ClinicalEvent`].
 //! - [`event`]: the one internal currency.
@@ -40,6 +41,7 @@ pub mod census;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod event;
 pub mod failpoint;

@@ -89,6 +89,91 @@ pub struct Metrics {
     pub feed_seen: dashmap::DashMap<String, tokio::time::Instant>,
     /// Operator alarms raised.
     pub operator_alarms_raised: AtomicU64,
+    /// MLLP: from a frame's end block read to its acknowledgement written.
+    pub ack_latency: AckLatency,
+    /// From an alert's creation to its acceptance, per alert priority.
+    pub time_to_accept: dashmap::DashMap<String, Histogram>,
+}
+
+/// A Prometheus histogram with fixed upper bounds (seconds).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// An empty histogram with these upper bounds (ascending, seconds).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            d.as_micros().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The series lines (`_bucket` cumulative, `_sum`, `_count`) of
+    /// `name` with `labels` (`key="value",...` or empty).
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (b, n) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        } else {
+            let _ = writeln!(
+                out,
+                "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}"
+            );
+        }
+    }
+}
+
+/// Upper bounds of the ACK latency histogram (seconds).
+pub const ACK_LATENCY_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Upper bounds of the time-to-accept histogram (seconds).
+pub const TIME_TO_ACCEPT_BOUNDS: &[f64] = &[
+    15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// The MLLP ACK latency histogram.
+#[derive(Debug)]
+pub struct AckLatency(pub Histogram);
+
+impl Default for AckLatency {
+    fn default() -> Self {
+        AckLatency(Histogram::new(ACK_LATENCY_BOUNDS))
+    }
 }
 
 /// Messages of one sender and type.
@@ -126,6 +211,39 @@ impl Metrics {
             self.feed_seen
                 .insert(s.to_string(), tokio::time::Instant::now());
         }
+    }
+
+    /// Records the time from an alert's creation to its acceptance.
+    pub fn accepted_after(&self, priority: &str, d: Duration) {
+        self.time_to_accept
+            .entry(priority.to_string())
+            .or_insert_with(|| Histogram::new(TIME_TO_ACCEPT_BOUNDS))
+            .observe(d);
+    }
+
+    /// The histograms in the Prometheus text format.
+    pub fn render_histograms(&self) -> String {
+        let mut out = String::from("# TYPE switchboard_mllp_ack_latency_seconds histogram\n");
+        self.ack_latency
+            .0
+            .render(&mut out, "switchboard_mllp_ack_latency_seconds", "");
+        out.push_str("# TYPE switchboard_alert_time_to_accept_seconds histogram\n");
+        let mut rows: Vec<_> = self
+            .time_to_accept
+            .iter()
+            .map(|e| e.key().clone())
+            .collect();
+        rows.sort();
+        for p in rows {
+            if let Some(h) = self.time_to_accept.get(&p) {
+                h.render(
+                    &mut out,
+                    "switchboard_alert_time_to_accept_seconds",
+                    &format!("priority=\"{}\"", label(&p)),
+                );
+            }
+        }
+        out
     }
 
     /// The per-feed counters in the Prometheus text format.
@@ -330,6 +448,52 @@ impl LogThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_count_and_labels() {
+        let m = Metrics::default();
+        m.ack_latency.0.observe(Duration::from_micros(300));
+        m.ack_latency.0.observe(Duration::from_millis(3));
+        m.ack_latency.0.observe(Duration::from_secs(9));
+        m.accepted_after("stat", Duration::from_secs(45));
+        let t = m.render_histograms();
+        assert!(
+            t.contains("switchboard_mllp_ack_latency_seconds_bucket{le=\"0.0005\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("switchboard_mllp_ack_latency_seconds_bucket{le=\"0.005\"} 2\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("switchboard_mllp_ack_latency_seconds_bucket{le=\"2.5\"} 2\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("switchboard_mllp_ack_latency_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("switchboard_mllp_ack_latency_seconds_count 3\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "switchboard_alert_time_to_accept_seconds_bucket{priority=\"stat\",le=\"30\"} 0\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "switchboard_alert_time_to_accept_seconds_bucket{priority=\"stat\",le=\"60\"} 1\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("switchboard_alert_time_to_accept_seconds_count{priority=\"stat\"} 1\n"),
+            "{t}"
+        );
+    }
 
     #[test]
     fn log_throttle_admits_one_line_per_interval_with_the_count() {

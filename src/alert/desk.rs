@@ -262,6 +262,8 @@ pub struct Desk {
     pub operator_alarms: u64,
     /// Where operator alarms go (none in tests and `route`).
     pub alarms: Option<std::sync::Arc<crate::operator::Alarms>>,
+    /// Counters (time to accept), when running in the gateway.
+    pub metrics: Option<std::sync::Arc<crate::telemetry::Metrics>>,
     /// Which transitions owe status reports (alarm sources, EHR
     /// write-back); queued in the transition's own transaction.
     pub status: crate::status::Hooks,
@@ -350,6 +352,15 @@ impl Pending {
             .reports(a, from.min(a.timeline.len()), first_new, w.now);
         self.write.status.extend(reports);
         for s in &a.timeline[from.min(a.timeline.len())..] {
+            if s.state == State::Accepted
+                && s.what.starts_with("accepted by ")
+                && let Some(m) = &desk.metrics
+            {
+                m.accepted_after(
+                    a.priority.as_str(),
+                    (s.at - a.created_at).to_std().unwrap_or_default(),
+                );
+            }
             self.write.audit.push(AuditRecord::new(
                 s.at,
                 s.by.clone(),
@@ -486,6 +497,7 @@ impl Desk {
             cfg,
             operator_alarms: 0,
             alarms: None,
+            metrics: None,
             status: crate::status::Hooks::default(),
         })
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, json, operator};
@@ -34,6 +34,9 @@ struct AlertOut<'a> {
     count: u32,
     told: Vec<String>,
     accepted_by: Option<&'a str>,
+    /// Who accepted for the member (`operator:NAME`, `member:ID`), when
+    /// the acceptance was made on their behalf.
+    on_behalf_by: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timeline: Option<&'a [Step]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,18 +57,24 @@ fn out<'a>(a: &'a Alert, full: bool, n: Option<&'a [NotificationRow]>) -> AlertO
         count: a.count,
         told: a.told(),
         accepted_by: a.accepted_by.as_deref(),
+        on_behalf_by: a.accepted_by.as_deref().and_then(on_behalf_by),
         timeline: full.then_some(a.timeline.as_slice()),
         notifications: n,
     }
 }
 
-pub(super) async fn list(
-    State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<PeerInfo>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    operator(&shared, &headers, &peer, Permission::AlertsRead)?;
-    let alerts = match crate::app::alerts::live_alerts(&shared).await {
+/// The acting party in an `accepted_by` written for an acceptance on
+/// behalf (`"rn-b (on behalf, by operator:NAME)"`, see `Alert::on_ack`).
+fn on_behalf_by(accepted_by: &str) -> Option<&str> {
+    accepted_by
+        .split_once(" (on behalf, by ")
+        .and_then(|(_, by)| by.strip_suffix(')'))
+}
+
+/// The body of `GET /api/v1/alerts`: `{"alerts": [...]}`, the open alerts
+/// (also each snapshot of the alert stream).
+pub(super) async fn open_alerts_json(shared: &Arc<Shared>) -> Result<String, ApiError> {
+    let alerts = match crate::app::alerts::live_alerts(shared).await {
         Ok(Ok(a)) => a,
         _ => return Err(ApiError::unavailable()),
     };
@@ -74,7 +83,23 @@ pub(super) async fn list(
         .filter(|a| a.state.is_open())
         .map(|a| out(a, false, None))
         .collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "alerts": open })))
+    serde_json::to_string(&serde_json::json!({ "alerts": open }))
+        .map_err(|_| ApiError::unavailable())
+}
+
+pub(super) async fn list(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<PeerInfo>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    operator(&shared, &headers, &peer, Permission::AlertsRead)?;
+    let body = open_alerts_json(&shared).await?;
+    Ok((
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 pub(super) async fn get_one(
@@ -224,5 +249,23 @@ pub(super) async fn callback(
             message: e.to_string(),
         }),
         _ => Err(ApiError::unavailable()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_behalf_by;
+
+    #[test]
+    fn on_behalf_by_names_the_acting_party_only_for_an_acceptance_on_behalf() {
+        assert_eq!(
+            on_behalf_by("rn-b (on behalf, by operator:coordinator)"),
+            Some("operator:coordinator")
+        );
+        assert_eq!(
+            on_behalf_by("rn-b (on behalf, by member:sup)"),
+            Some("member:sup")
+        );
+        assert_eq!(on_behalf_by("rn-a"), None);
     }
 }

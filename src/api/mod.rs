@@ -9,6 +9,7 @@
 //! journaled and audited with the operator as actor (`operator:NAME`).
 //! Error bodies are `{"error": "..."}` and never carry PHI.
 
+mod alert_stream;
 mod alerts;
 mod assignments;
 mod rosters;
@@ -39,6 +40,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/routing/reload", post(routing::reload))
         .route("/api/v1/oncall/{role}", get(routing::oncall))
         .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/stream", get(alert_stream::stream))
         .route("/api/v1/alerts/{id}", get(alerts::get_one))
         .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
         .route("/api/v1/callbacks/{token}", post(alerts::callback))

@@ -103,6 +103,7 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         let alarms = Arc::new(crate::operator::Alarms::new(metrics.clone()));
         desk.alarms = Some(alarms.clone());
+        desk.metrics = Some(metrics.clone());
         desk.status = crate::status::Hooks::new(&config.status);
         tracing::info!(live_alerts = desk.live(), "alerts loaded from the journal");
         let alert_wake = Arc::new(Notify::new());
@@ -135,8 +136,10 @@ impl Gateway {
             timer_wake: Arc::new(Notify::new()),
             delivery_wake: Arc::new(Notify::new()),
             alarms,
+            alerts_changed: tokio::sync::watch::Sender::new(0),
+            stopping: CancellationToken::new(),
         });
-        let shutdown = CancellationToken::new();
+        let shutdown = shared.stopping.clone();
         let tasks = TaskTracker::new();
         tasks.spawn(server::run(
             mllp,

@@ -63,6 +63,10 @@ pub struct BackendConfig {
     pub circuit_failures: u32,
     /// How long an open circuit waits before trying again.
     pub circuit_open: Duration,
+    /// Notifications sent at once (webhook default 8; other kinds 1, so a
+    /// stateful channel — a Matrix direct room being created — sees one
+    /// send at a time).
+    pub concurrency: usize,
     /// WCTP settings (`kind = "wctp"` only).
     pub wctp: Option<WctpSettings>,
     /// Matrix settings (`kind = "matrix"` only).
@@ -249,6 +253,13 @@ impl Validator<'_> {
                     b.circuit_open_secs,
                     30,
                 )),
+                concurrency: self
+                    .positive(
+                        &p.key("concurrency"),
+                        b.concurrency.map(|c| c as u64),
+                        if kind == BackendKind::Webhook { 8 } else { 1 },
+                    )
+                    .min(64) as usize,
                 wctp,
                 matrix,
                 fhir,

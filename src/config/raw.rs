@@ -246,6 +246,7 @@ pub struct RawBackend {
     pub max_attempts: Option<u32>,
     pub circuit_failures: Option<u32>,
     pub circuit_open_secs: Option<u64>,
+    pub concurrency: Option<usize>,
     // kind = "wctp"
     pub sender_id: Option<String>,
     pub security_code_env: Option<String>,

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -274,7 +275,7 @@ pub async fn apply_reply_by(
     if from.is_some_and(|f| f != row.handle) {
         return Err(ReplyError::NotTheRecipient);
     }
-    let member = row.member;
+    let member = row.member.clone();
     let ack = match reply {
         Reply::Delivered => Ack::Delivered { member },
         Reply::Read => Ack::Read { member },
@@ -284,7 +285,25 @@ pub async fn apply_reply_by(
         },
         Reply::Decline => Ack::Decline { member },
     };
-    match crate::app::alerts::acknowledge(shared, row.alert_id, ack).await {
+    // A backend may report the same thing twice (a re-polled status, a
+    // second reaction): applied once, so a repeated decline never
+    // escalates twice and the timeline holds no duplicates.
+    let (by, what) = wctp::poll::step_of(reply, &row.member);
+    let direct = on_behalf_by.is_none();
+    let id = row.alert_id;
+    let out = crate::app::alerts::with_desk(shared, move |d, s, w| {
+        if direct
+            && let Some(a) = s.alert(id)?
+            && wctp::poll::already_applied(&a, &row, &by, &what)
+        {
+            return Ok(a);
+        }
+        d.ack(s, w, id, &ack)
+    })
+    .await;
+    shared.timer_wake.notify_one();
+    shared.delivery_wake.notify_waiters();
+    match out {
         Ok(Ok(a)) => Ok(a),
         Ok(Err(e)) => Err(ReplyError::Desk(e)),
         Err(_) => Err(ReplyError::Journal),
@@ -308,6 +327,10 @@ async fn all_dead(shared: &Arc<Shared>, row: &NotificationRow) -> bool {
     }
 }
 
+/// Due notifications a worker takes at a time (one journal read and one
+/// results transaction per batch).
+const DUE_BATCH: usize = 64;
+
 /// Runs one backend's worker until `shutdown`.
 pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationToken) {
     let mut failures = 0u32;
@@ -320,7 +343,7 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
         let contact = b.cfg.contact.clone();
         let due = shared
             .journal
-            .with_storage(move |s| s.notifications_due(&contact, now, 16))
+            .with_storage(move |s| s.notifications_due(&contact, now, DUE_BATCH))
             .await;
         let rows = match due {
             Ok(Ok(r)) => r,
@@ -377,14 +400,25 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                 }
             }
         };
+        // Up to `concurrency` sends in flight; results taken in row order.
+        let sends: Vec<_> = rows
+            .iter()
+            .map(|(row, _)| {
+                let alert = alerts.get(&row.alert_id).cloned().flatten();
+                deliver_one(&b, row, alert, shared.clock.now_utc())
+            })
+            .collect();
+        let mut results = futures_util::stream::iter(sends).buffered(b.cfg.concurrency.max(1));
         let mut batch = Batch::default();
-        for (row, attempts) in rows {
+        for (row, attempts) in rows.iter() {
+            let attempts = *attempts;
             if shutdown.is_cancelled() {
                 batch.flush(&shared).await;
                 return;
             }
-            let alert = alerts.get(&row.alert_id).cloned().flatten();
-            let (outcome, fields) = deliver_one(&b, &row, alert, shared.clock.now_utc()).await;
+            let Some((outcome, fields)) = results.next().await else {
+                break;
+            };
             if matches!(outcome, Outcome::Delivered { .. }) {
                 crate::failpoint::hit("delivery.after-send");
             }
@@ -484,7 +518,7 @@ pub async fn run(shared: Arc<Shared>, b: Arc<Backend>, shutdown: CancellationTok
                     .journal
                     .with_storage(move |s| s.notification_attempt(&update))
                     .await;
-                if matches!(recorded, Ok(Ok(true))) && all_dead(&shared, &row).await {
+                if matches!(recorded, Ok(Ok(true))) && all_dead(&shared, row).await {
                     // Nobody can reach this recipient: escalate, never drop.
                     let ack = Ack::Undeliverable {
                         member: row.member.clone(),

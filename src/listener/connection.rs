@@ -56,9 +56,18 @@ pub struct Shared {
     pub delivery_wake: Arc<tokio::sync::Notify>,
     /// Operator alarms (their own channel).
     pub alarms: Arc<crate::operator::Alarms>,
+    /// Bumped after every run of the alert desk (`app::alerts::with_desk`);
+    /// live views (the console's alert stream) re-read then. A watch
+    /// channel: the writers never wait for a reader.
+    pub alerts_changed: tokio::sync::watch::Sender<u64>,
+    /// Cancelled when the gateway stops: long-lived responses end then.
+    pub stopping: CancellationToken,
 }
 
 type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+
+/// An answer and when its frame was read (for the ACK latency histogram).
+type TimedAnswer = Pin<Box<dyn Future<Output = (Vec<u8>, Instant)> + Send>>;
 
 /// Serves one connection until the peer closes, a timeout, a framing error,
 /// or shutdown.
@@ -70,7 +79,7 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut codec = MllpCodec::new(cfg.max_frame_bytes, cfg.strict_framing);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut pending: FuturesOrdered<Answer> = FuturesOrdered::new();
+    let mut pending: FuturesOrdered<TimedAnswer> = FuturesOrdered::new();
     let mut closing = false;
     let mut last_read = Instant::now();
     let mut reported_junk = 0;
@@ -81,7 +90,8 @@ where
                 Ok(None) => break,
                 Ok(Some(frame)) => match on_frame(&shared, &peer, frame).await {
                     (Some(answer), close) => {
-                        pending.push_back(answer);
+                        let read_at = Instant::now();
+                        pending.push_back(Box::pin(async move { (answer.await, read_at) }));
                         closing |= close;
                     }
                     (None, _) => closing = true,
@@ -109,7 +119,7 @@ where
         };
         tokio::select! {
             biased;
-            Some(answer) = pending.next(), if !pending.is_empty() => {
+            Some((answer, read_at)) = pending.next(), if !pending.is_empty() => {
                 if answer.is_empty() {
                     continue;
                 }
@@ -117,6 +127,7 @@ where
                     tracing::debug!(peer = %peer.addr, error = %e, "write failed; closing");
                     return;
                 }
+                shared.metrics.ack_latency.0.observe(read_at.elapsed());
             }
             _ = shutdown.cancelled(), if !closing => closing = true,
             read = read_some(&mut rd, &mut buf), if !closing && pending.len() < cfg.max_in_flight => {

@@ -1,5 +1,6 @@
-//! The HTTP listener: health, readiness, metrics and the FHIR door; the
-//! console mounts here later. Bodies never carry internals or PHI.
+//! The HTTP listener: health, readiness, metrics, the FHIR door, the
+//! operator API and the web console (`/console/`). Bodies never carry
+//! internals or PHI.
 //!
 //! Served with hyper directly (not `axum::serve`) so that TLS and mutual TLS
 //! work as for MLLP and each connection's peer (address, certificate
@@ -47,6 +48,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .merge(super::fhir::router(&shared))
         .merge(crate::api::router())
+        .merge(crate::console::router())
         .with_state(shared)
 }
 
@@ -286,6 +288,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     ];
     let mut body = shared.metrics.render(&extra);
     body.push_str(&shared.metrics.render_feeds());
+    body.push_str(&shared.metrics.render_histograms());
     // Per-backend outbox depth and oldest age (labels are configured names).
     let now = shared.clock.now_utc();
     if let Ok(Ok(backlog)) = shared

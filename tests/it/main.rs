@@ -14,6 +14,7 @@ mod batch;
 mod census;
 mod certs;
 mod cli;
+mod console;
 mod corpus;
 mod crash;
 mod crash_alerts;

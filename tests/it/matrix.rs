@@ -8,6 +8,13 @@
 //! read receipt and reacts or replies, and the gateway turns that into the
 //! acknowledgement.
 //!
+//! Cases: a direct room (read receipt, ✅ accepts, no tier 2 after the
+//! timeout; a restart keeps the device, the room and the sync position); a
+//! reply "decline" escalates at once; rooms per role (an unencrypted room
+//! is refused and escalates, an encrypted one accepts on behalf, an invite
+//! to an unconfigured room is not joined); a crash right after sending
+//! resends with the same transaction id and pages once.
+//!
 //! A missing `python3`, or an install that fails (PyPI unreachable), FAILS
 //! these tests with the reason: they never pass silently.
 
@@ -344,6 +351,11 @@ struct Gw {
 }
 
 async fn start_gateway(dir: &Path) -> Gw {
+    start_gateway_with(dir, None).await
+}
+
+/// [`start_gateway`], armed to abort at a named failpoint.
+async fn start_gateway_with(dir: &Path, failpoint: Option<&str>) -> Gw {
     let (mllp, http) = (free_port(), free_port());
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -362,6 +374,7 @@ async fn start_gateway(dir: &Path) -> Gw {
         .env("SB_TEST_MATRIX_PASSWORD", BOT_PASSWORD)
         .env("SB_TEST_MATRIX_STORE", STORE_PASSPHRASE)
         .env_remove("RUST_LOG")
+        .env("SWITCHBOARD_FAILPOINT", failpoint.unwrap_or(""))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -962,4 +975,68 @@ tiers = [
     assert_log_clean(dir.path(), &got.body);
     drop(gw);
     eprintln!("matrix role-room test: {:?}", t_start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_a_crash_right_after_sending_resends_with_the_same_transaction_id_and_pages_once() {
+    let t_start = Instant::now();
+    let hs = Synapse::start().await;
+    hs.register("switchboard", BOT_PASSWORD).await;
+    hs.register("alice", PEER_PASSWORD).await;
+    hs.register("sup", PEER_PASSWORD).await;
+    let stores = tempfile::tempdir().unwrap();
+    let alice = peer(&hs.url(), &stores.path().join("alice"), "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &hs.url(), WARD, &mapping(120));
+    let db = dir.path().join("data/journal.sqlite3");
+
+    // The homeserver takes the alert; the gateway dies before recording it.
+    let mut gw = start_gateway_with(dir.path(), Some("delivery.after-send")).await;
+    let mut c = Mllp::connect(gw.mllp).await;
+    assert_eq!(ack_code(&c.roundtrip(&oru("C1")).await), "AA");
+    let status = tokio::time::timeout(Duration::from_secs(30), gw.child.wait())
+        .await
+        .expect("the failpoint never fired")
+        .unwrap();
+    assert!(!status.success(), "aborted at the failpoint");
+    assert_eq!(
+        rows(&db).first().map(|r| r.1.clone()).as_deref(),
+        Some("pending"),
+        "the send was not recorded"
+    );
+
+    // Restarted, it sends again: same device, same token, same transaction
+    // id, so the homeserver answers with the first event.
+    let gw = start_gateway(dir.path()).await;
+    wait_rows(&db, "never delivered after the restart", |r| {
+        r.first().is_some_and(|x| x.1 == "delivered")
+    })
+    .await;
+    let got = next_message(&alice).await;
+    assert_redacted(&got.body, NEW, "C1");
+    assert_eq!(
+        remote_ref(&db, "rn-a").as_deref(),
+        Some(got.event_id.as_str())
+    );
+    // The room's whole history holds the alert once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let history = got
+        .room
+        .messages(matrix_sdk::room::MessagesOptions::backward())
+        .await
+        .unwrap();
+    let from_gateway: Vec<String> = history
+        .chunk
+        .iter()
+        .filter_map(|ev| {
+            let v: Value = serde_json::from_str(ev.raw().json().get()).ok()?;
+            (v["sender"] == BOT
+                && (v["type"] == "m.room.message" || v["type"] == "m.room.encrypted"))
+                .then(|| v["event_id"].as_str().unwrap_or("").to_string())
+        })
+        .collect();
+    assert_eq!(from_gateway, [got.event_id.to_string()], "paged twice");
+    assert_log_clean(dir.path(), &got.body);
+    drop(gw);
+    eprintln!("matrix crash-resend test: {:?}", t_start.elapsed());
 }

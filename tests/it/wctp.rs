@@ -254,7 +254,7 @@ pub enum Answer {
     /// Takes the message, queues READ for it at once and answers
     /// `wctp-Success` only 2.5 s later: the status reaches the poller before
     /// the gateway knows the message was taken.
-    ReadBeforeAnswer,
+    EarlyRead,
 }
 
 /// One `wctp-SubmitRequest` the carrier received.
@@ -530,7 +530,7 @@ impl State {
                 self.pages.push(message_id);
                 "DROP".into()
             }
-            Answer::ReadBeforeAnswer => {
+            Answer::EarlyRead => {
                 let h = Carrier::header(&message_id, &recipient, "st-early");
                 self.queue(format!(
                     "<wctp-StatusInfo>{h}<wctp-Notification type=\"READ\"/></wctp-StatusInfo>"
@@ -993,7 +993,7 @@ async fn a_device_the_carrier_cannot_reach_escalates_once() {
 #[tokio::test]
 async fn a_status_polled_before_the_submission_is_recorded_is_applied_not_lost() {
     let carrier = Carrier::default();
-    carrier.script(RN_A, &[Answer::ReadBeforeAnswer]);
+    carrier.script(RN_A, &[Answer::EarlyRead]);
     let run = Run::start(carrier, 600).await;
     let db = run.db();
     // The poller (every second) sees READ for a messageID the gateway has
