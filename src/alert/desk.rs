@@ -849,11 +849,36 @@ impl Desk {
         id: i64,
         ack: &Ack,
     ) -> Result<Alert, DeskError> {
+        self.ack_via(s, w, id, ack, None)
+    }
+
+    /// [`Desk::ack`] done by someone other than the member it names (an
+    /// operator through the API or the console): `via` (`operator:NAME`) is
+    /// written to the audit trail in the same transaction, so who pressed
+    /// the button is on record beside the member the step names.
+    pub fn ack_via(
+        &mut self,
+        s: &mut dyn Storage,
+        w: &World<'_>,
+        id: i64,
+        ack: &Ack,
+        via: Option<&str>,
+    ) -> Result<Alert, DeskError> {
         let mut a = s.alert(id)?.ok_or(DeskError::NotFound)?;
         let mut p = Pending::new(w.now, self.cfg.outbox_max_per_backend);
         p.audit_from.insert(a.id, a.timeline.len());
         let fx = a.on_ack(ack, w.now, &w.recipients())?;
         p.record(&a, &fx, w, self);
+        if let Some(via) = via {
+            p.write.audit.push(AuditRecord::new(
+                w.now,
+                via.to_string(),
+                "alert.ack.via",
+                format!("alert:{}", a.id),
+                "alerts",
+                ack.describe(),
+            ));
+        }
         if let Err(e) = s.alerts_write(&p.write) {
             self.reload_book(s, w.now);
             return Err(e.into());

@@ -99,6 +99,27 @@ pub enum Ack {
     },
 }
 
+impl Ack {
+    /// What it is and for whom, without content (`accept for member:rn-a`).
+    pub fn describe(&self) -> String {
+        match self {
+            Ack::Delivered { member } => format!("delivered for member:{member}"),
+            Ack::Read { member } => format!("read for member:{member}"),
+            Ack::Accept {
+                member,
+                on_behalf_by: None,
+            } => format!("accept for member:{member}"),
+            Ack::Accept {
+                member,
+                on_behalf_by: Some(by),
+            } => format!("accept on behalf of member:{member} by {by}"),
+            Ack::Decline { member } => format!("decline for member:{member}"),
+            Ack::Resolve { by } => format!("resolve ({by})"),
+            Ack::Undeliverable { member } => format!("undeliverable to member:{member}"),
+        }
+    }
+}
+
 /// Why an acknowledgement was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {

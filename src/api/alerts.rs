@@ -180,7 +180,9 @@ pub(super) async fn ack(
             ));
         }
     };
-    match crate::app::alerts::acknowledge(&shared, id, ack).await {
+    match crate::app::alerts::acknowledge_via(&shared, id, ack, format!("operator:{}", op.name))
+        .await
+    {
         Ok(Ok(a)) => Ok(json(StatusCode::OK, &out(&a, true, None))),
         Ok(Err(DeskError::NotFound)) => Err(ApiError::not_found("no such alert")),
         Ok(Err(DeskError::Ack(e @ AckError::Closed(_)))) => Err(ApiError {

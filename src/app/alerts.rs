@@ -147,6 +147,20 @@ pub async fn acknowledge(
     out
 }
 
+/// [`acknowledge`] by an operator (`via` = `operator:NAME`), who is
+/// written to the audit trail with it.
+pub async fn acknowledge_via(
+    shared: &Arc<Shared>,
+    id: i64,
+    ack: Ack,
+    via: String,
+) -> Result<Result<Alert, crate::alert::desk::DeskError>, JournalError> {
+    let out = with_desk(shared, move |d, s, w| d.ack_via(s, w, id, &ack, Some(&via))).await;
+    shared.timer_wake.notify_one();
+    shared.delivery_wake.notify_waiters();
+    out
+}
+
 /// Live alerts (open, or closed inside their windows) read from the journal.
 pub async fn live_alerts(
     shared: &Arc<Shared>,

@@ -243,13 +243,17 @@ async fn a_critical_result_escalates_on_time_and_an_acceptance_stops_it() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
+    // The operator who pressed the button is on record beside the member.
     let want = [
         ("gateway", "alert.notifying"),
         ("timer", "alert.notifying"),
         ("member:rn-a", "alert.read"),
+        ("operator:coordinator", "alert.ack.via"),
         ("member:rn-a", "alert.accepted"),
+        ("operator:coordinator", "alert.ack.via"),
         ("event:2", "alert.accepted"),
         ("member:rn-a", "alert.resolved"),
+        ("operator:coordinator", "alert.ack.via"),
     ];
     let got: Vec<(&str, &str)> = steps
         .iter()
@@ -427,4 +431,28 @@ async fn a_sigkill_mid_escalation_resumes_with_the_next_step_and_no_duplicate_pa
         .unwrap();
     assert_eq!(alerts, 1, "the message was routed once across three starts");
     child.start_kill().unwrap();
+}
+
+#[tokio::test]
+async fn an_operator_acknowledging_for_a_member_is_named_in_the_audit_trail() {
+    // Regression: an operator's plain accept or decline through the API (the
+    // console's buttons) used to leave only `member:X` on record.
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(dir.path()).await;
+    send(g.mllp_addr(), &oru("V1", "6.9", "F")).await;
+    let id = first_alert(&g).await;
+    wait_alert(&g, id, "tier 0", |v| told(v) == ["rn-a"]).await;
+    let r = ack(&g, id, r#"{"action":"decline","member":"rn-a"}"#).await;
+    assert_eq!(r.status, 200);
+    g.shutdown().await;
+    let conn = rusqlite::Connection::open(dir.path().join("data/journal.sqlite3")).unwrap();
+    let (actor, outcome): (String, String) = conn
+        .query_row(
+            "SELECT actor, outcome FROM audit WHERE object = ?1 AND action = 'alert.ack.via'",
+            [format!("alert:{id}")],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(actor, "operator:coordinator");
+    assert_eq!(outcome, "decline for member:rn-a");
 }

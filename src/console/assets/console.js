@@ -239,6 +239,7 @@
       const ids = new Set();
       const newStat = [];
       let anyPlace = false;
+      let position = 0;
       for (const a of alerts) {
         ids.add(a.id);
         if (place(a)) anyPlace = true;
@@ -248,7 +249,11 @@
           this.rows.set(a.id, row);
         }
         this.update(row, a);
-        tbody.appendChild(row.tr); // keeps rows in urgency order
+        // Urgency order; a row already in place is not moved (moving it
+        // would take the keyboard focus away from its controls).
+        const here = tbody.children[position] || null;
+        if (here !== row.tr) tbody.insertBefore(row.tr, here);
+        position += 1;
         if (a.priority === 'stat' && !this.seen.has(a.id)) newStat.push(a);
         this.seen.add(a.id);
       }
