@@ -348,3 +348,27 @@ async fn end_to_end_run_receives_every_alert_once_at_its_webhook() {
     // Paced at 150/s, 300 messages take about two seconds, not less.
     assert!(report["seconds"].as_f64().unwrap() >= 1.8, "{report}");
 }
+
+#[tokio::test]
+async fn a_run_with_a_ledger_exits_when_its_last_answer_is_written() {
+    // Regression: keeping the run's plan (which holds the ledger's sender)
+    // alive after the run left the ledger waiting for more lines forever.
+    let gw = start_gateway().await;
+    let addr = gw.addr().to_string();
+    let ledger = gw.dir.path().join("short.tsv");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard-load"))
+        .args(["--addr", &addr, "--messages", "20", "--connections", "1"])
+        .arg("--ledger")
+        .arg(&ledger)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the load tool exits once the ledger is written")
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&ledger).unwrap().lines().count(),
+        20
+    );
+}

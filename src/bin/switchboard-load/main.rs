@@ -231,6 +231,9 @@ fn main() -> ExitCode {
         });
         report.e2e = Some(e2e.figures());
     }
+    // The plan holds the ledger's sender: the ledger only finishes once
+    // every sender is gone (keeping it alive here hung every --ledger run).
+    drop(plan);
     drop(runtime);
     if let Some(l) = ledger
         && let Err(e) = l.finish()
