@@ -70,6 +70,7 @@ name = "ward"
 timezone = "America/New_York"
 [[members]]
 id = "rn-a"
+contacts = { webhook = "https://example.invalid/rn-a" }
 [[roles]]
 name = "charge-nurse"
 [[rotations]]
