@@ -13,6 +13,28 @@ use crate::event::ClinicalEvent;
 use crate::journal::storage::{AlertWrite, NotificationRow};
 use crate::seal::{Category, SealError};
 
+/// The columns [`notification_row`] reads, in its order.
+pub(super) const NOTIFICATION_COLUMNS: &str = "id, alert_id, seq, member, backend, handle, tier, \
+     reason, state, idempotency_key, remote_ref";
+
+/// A [`NotificationRow`] from the first columns of a row selected with
+/// [`NOTIFICATION_COLUMNS`].
+pub(super) fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> {
+    Ok(NotificationRow {
+        id: r.get(0)?,
+        alert_id: r.get(1)?,
+        seq: r.get::<_, i64>(2)? as usize,
+        member: r.get(3)?,
+        backend: r.get(4)?,
+        handle: r.get(5)?,
+        tier: r.get::<_, i64>(6)? as usize,
+        reason: r.get(7)?,
+        state: r.get(8)?,
+        idempotency_key: r.get(9)?,
+        remote_ref: r.get(10)?,
+    })
+}
+
 const CURSOR: &str = "alerts.routed_event";
 
 fn json_err(e: serde_json::Error) -> Fail {
@@ -224,26 +246,12 @@ impl SqliteStorage {
         conn: &Connection,
         alert: Option<i64>,
     ) -> Result<Vec<NotificationRow>, Fail> {
-        let mut stmt = conn.prepare(
-            "SELECT id, alert_id, seq, member, backend, handle, tier, reason, state, idempotency_key, remote_ref
-             FROM notifications WHERE (?1 IS NULL OR alert_id = ?1) ORDER BY id",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications
+                 WHERE (?1 IS NULL OR alert_id = ?1) ORDER BY id"
+        ))?;
         let rows = stmt
-            .query_map([alert], |r| {
-                Ok(NotificationRow {
-                    id: r.get(0)?,
-                    alert_id: r.get(1)?,
-                    seq: r.get::<_, i64>(2)? as usize,
-                    member: r.get(3)?,
-                    backend: r.get(4)?,
-                    handle: r.get(5)?,
-                    tier: r.get::<_, i64>(6)? as usize,
-                    reason: r.get(7)?,
-                    state: r.get(8)?,
-                    idempotency_key: r.get(9)?,
-                    remote_ref: r.get(10)?,
-                })
-            })?
+            .query_map([alert], notification_row)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
@@ -256,30 +264,15 @@ impl SqliteStorage {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<(NotificationRow, u32)>, Fail> {
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, alert_id, seq, member, backend, handle, tier, reason, state, idempotency_key, attempts, remote_ref
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {NOTIFICATION_COLUMNS}, attempts
              FROM notifications
              WHERE backend = ?1 AND state IN ('pending', 'retrying') AND next_attempt_at <= ?2
-             ORDER BY next_attempt_at, id LIMIT ?3",
-        )?;
+             ORDER BY next_attempt_at, id LIMIT ?3"
+        ))?;
         let rows = stmt
             .query_map(params![backend, to_micros(now), limit as i64], |r| {
-                Ok((
-                    NotificationRow {
-                        id: r.get(0)?,
-                        alert_id: r.get(1)?,
-                        seq: r.get::<_, i64>(2)? as usize,
-                        member: r.get(3)?,
-                        backend: r.get(4)?,
-                        handle: r.get(5)?,
-                        tier: r.get::<_, i64>(6)? as usize,
-                        reason: r.get(7)?,
-                        state: r.get(8)?,
-                        idempotency_key: r.get(9)?,
-                        remote_ref: r.get(11)?,
-                    },
-                    r.get::<_, i64>(10)? as u32,
-                ))
+                Ok((notification_row(r)?, r.get::<_, i64>(11)? as u32))
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
@@ -290,22 +283,16 @@ impl SqliteStorage {
         backend: &str,
         remote_ref: &str,
     ) -> Result<Option<NotificationRow>, Fail> {
-        let id: Option<i64> = conn
+        Ok(conn
             .query_row(
-                "SELECT id FROM notifications WHERE backend = ?1 AND remote_ref = ?2 ORDER BY id LIMIT 1",
+                &format!(
+                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications
+                     WHERE backend = ?1 AND remote_ref = ?2 ORDER BY id LIMIT 1"
+                ),
                 [backend, remote_ref],
-                |r| r.get(0),
+                notification_row,
             )
-            .optional()?;
-        let Some(id) = id else { return Ok(None) };
-        let alert: i64 = conn.query_row(
-            "SELECT alert_id FROM notifications WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )?;
-        Ok(Self::notification_list(conn, Some(alert))?
-            .into_iter()
-            .find(|n| n.id == id))
+            .optional()?)
     }
 
     pub(super) fn notification_next(

@@ -132,21 +132,10 @@ impl SqliteStorage {
              ORDER BY n.id LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(params![backend, limit as i64], |r| {
-                Ok(NotificationRow {
-                    id: r.get(0)?,
-                    alert_id: r.get(1)?,
-                    seq: r.get::<_, i64>(2)? as usize,
-                    member: r.get(3)?,
-                    backend: r.get(4)?,
-                    handle: r.get(5)?,
-                    tier: r.get::<_, i64>(6)? as usize,
-                    reason: r.get(7)?,
-                    state: r.get(8)?,
-                    idempotency_key: r.get(9)?,
-                    remote_ref: r.get(10)?,
-                })
-            })?
+            .query_map(
+                params![backend, limit as i64],
+                super::alerts::notification_row,
+            )?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
