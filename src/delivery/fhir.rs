@@ -309,8 +309,8 @@ async fn once(
         Ok(Ok(Some(a))) => a,
         _ => return,
     };
-    let (by, what) = super::wctp::poll::step_of(reply, &row.member);
-    if super::wctp::poll::already_applied(&alert, row, &by, &what) {
+    let (by, what) = super::step_of(reply, &row.member);
+    if super::already_applied(&alert, row, &by, &what) {
         return;
     }
     match super::apply_reply(shared, &b.cfg.contact, &remote, from, reply).await {

@@ -219,6 +219,33 @@ pub enum Reply {
     Decline,
 }
 
+/// True when `alert`'s timeline already holds the step `what` by `by`
+/// since notice `row.seq` was sent: applying it again would add nothing
+/// but a duplicate entry (or a second escalation).
+pub fn already_applied(
+    alert: &crate::alert::model::Alert,
+    row: &NotificationRow,
+    by: &str,
+    what: &str,
+) -> bool {
+    let since = alert.notified.get(row.seq).map(|n| n.at);
+    alert
+        .timeline
+        .iter()
+        .any(|s| since.is_none_or(|t| s.at >= t) && s.by == by && s.what == what)
+}
+
+/// The timeline step a reply from `member` produces: (by, what).
+pub fn step_of(reply: Reply, member: &str) -> (String, String) {
+    let what = match reply {
+        Reply::Delivered => format!("delivered to {member}"),
+        Reply::Read => format!("read by {member}"),
+        Reply::Accept => format!("accepted by {member}"),
+        Reply::Decline => format!("declined by {member}"),
+    };
+    (format!("member:{member}"), what)
+}
+
 /// Why a backend's reply was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplyError {
@@ -288,13 +315,13 @@ pub async fn apply_reply_by(
     // A backend may report the same thing twice (a re-polled status, a
     // second reaction): applied once, so a repeated decline never
     // escalates twice and the timeline holds no duplicates.
-    let (by, what) = wctp::poll::step_of(reply, &row.member);
+    let (by, what) = step_of(reply, &row.member);
     let direct = on_behalf_by.is_none();
     let id = row.alert_id;
     let out = crate::app::alerts::with_desk(shared, move |d, s, w| {
         if direct
             && let Some(a) = s.alert(id)?
-            && wctp::poll::already_applied(&a, &row, &by, &what)
+            && already_applied(&a, &row, &by, &what)
         {
             return Ok(a);
         }

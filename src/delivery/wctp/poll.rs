@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use super::xml::{self, DeviceStatus, InboundEvent, ReplyWord};
 use crate::alert::engine::Ack;
 use crate::alert::model::Alert;
-use crate::delivery::{Backend, Reply, ReplyError};
+use crate::delivery::{Backend, Reply, ReplyError, already_applied, step_of};
 use crate::journal::NotificationRow;
 use crate::listener::connection::Shared;
 
@@ -63,28 +63,6 @@ enum Step {
     Unknown,
     /// The journal is unavailable: leave it with the carrier.
     Later,
-}
-
-/// True when `alert`'s timeline already holds the step `what` by `by`
-/// since notice `row.seq` was sent: applying it again would add nothing
-/// but a duplicate entry (or a second escalation).
-pub fn already_applied(alert: &Alert, row: &NotificationRow, by: &str, what: &str) -> bool {
-    let since = alert.notified.get(row.seq).map(|n| n.at);
-    alert
-        .timeline
-        .iter()
-        .any(|s| since.is_none_or(|t| s.at >= t) && s.by == by && s.what == what)
-}
-
-/// The timeline step a reply from `member` produces: (by, what).
-pub fn step_of(reply: Reply, member: &str) -> (String, String) {
-    let what = match reply {
-        Reply::Delivered => format!("delivered to {member}"),
-        Reply::Read => format!("read by {member}"),
-        Reply::Accept => format!("accepted by {member}"),
-        Reply::Decline => format!("declined by {member}"),
-    };
-    (format!("member:{member}"), what)
 }
 
 /// The notification a backend knows as `message_id`, its alert, and the
