@@ -18,6 +18,12 @@
 //! - **A dead backend does not stall the rest.** Each backend has its own
 //!   worker and a circuit breaker: after `circuit_failures` consecutive
 //!   retryable failures it pauses for `circuit_open`, then tries again.
+//! - **Bounded work per loop.** A worker takes at most 64 due rows, sends up
+//!   to `concurrency` of them at once, and records the batch's attempts and
+//!   receipts in one transaction (dead letters, rare, on their own); a batch
+//!   that cannot be recorded is sent again with the same idempotency keys.
+//! - **An answer is applied once.** [`apply_reply`] ignores a receipt, read
+//!   or decline a backend repeats for the same notice ([`already_applied`]).
 //! - **An acceptance stops pending notifications** (the desk cancels them in
 //!   the journal; a worker only takes `pending`/`retrying` rows and an
 //!   attempt recorded after a cancellation writes nothing).
